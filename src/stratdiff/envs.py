@@ -8,6 +8,11 @@ Environment ids are gymnasium's MuJoCo v5 ids (`HalfCheetah-v5`, `Hopper-v5`,
 D4RL's grids, a flat 29-d observation (x, y + the 27-d ant state without
 contact forces), a sparse reward of 1 within 0.5 of the goal, and episodes
 that end on success (as D4RL's evaluation does).
+
+`ant-goal-v0` is the open-floor goal-reaching ant (`AntGoal`) on which the AntMaze data
+collector's low-level controller is trained with SAC: the same ant model and physics as
+AntMaze, a 29-d observation (the goal relative to the ant in its heading frame + the 27-d
+state), a reward for progress toward the goal and a new goal whenever one is reached.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class EnvSpec:
     max_episode_steps: int
     maze: str | None = None  # AntMaze grid name, None for a plain gymnasium env
     goal_reaching: bool = False  # score = success rate x 100
+    controller: bool = False  # the open-floor goal-reaching ant (`AntGoal`)
 
 
 # D4RL reference scores (shared/notes/reference.md); v5 envs share v2's references.
@@ -47,6 +53,7 @@ ENV_SPECS: dict[str, EnvSpec] = {
     "antmaze-umaze-diverse-v0": EnvSpec(0.0, 1.0, 700, maze="umaze", goal_reaching=True),
     "antmaze-medium-play-v0": EnvSpec(0.0, 1.0, 1000, maze="medium", goal_reaching=True),
     "antmaze-medium-diverse-v0": EnvSpec(0.0, 1.0, 1000, maze="medium", goal_reaching=True),
+    "ant-goal-v0": EnvSpec(None, None, 1000, controller=True),
 }
 
 # D4RL's maze grids (1 wall, 0 free) with the evaluation start "r" and goal "g".
@@ -70,6 +77,7 @@ MAZES: dict[str, list[list]] = {
     ],
 }
 GOAL_RADIUS = 0.5  # D4RL: reward 1 and success within 0.5 of the goal
+MAZE_SCALING = 4.0  # size of one maze cell (gymnasium-robotics' and D4RL's AntMaze)
 
 
 class UnknownEnvError(ValueError):
@@ -92,6 +100,8 @@ class AntMazeD4RL(gym.Wrapper):
     0.5 of the goal, termination on success. `maze_map` may carry "r"/"g" cells."""
 
     def __init__(self, maze_map: list[list], max_episode_steps: int, terminate_on_success: bool = True):
+        """`terminate_on_success=False` never ends an episode before its time limit (the
+        data-collection setting); the goal then stays where it is."""
         import gymnasium_robotics  # noqa: F401  (registers AntMaze)
 
         gym.register_envs(gymnasium_robotics)
@@ -100,7 +110,7 @@ class AntMazeD4RL(gym.Wrapper):
         env = gym.make(
             "AntMaze_UMaze-v5",
             maze_map=maze_map,
-            continuing_task=False,
+            continuing_task=not terminate_on_success,
             reset_target=False,
             include_cfrc_ext_in_observation=False,
             max_episode_steps=max_episode_steps,
@@ -130,12 +140,95 @@ class AntMazeD4RL(gym.Wrapper):
         return self.flatten(obs), float(success), terminated, truncated, info
 
 
+def ant_yaw(states: np.ndarray) -> np.ndarray:
+    """Heading (yaw, radians) of the ant from its 27-d state(s) [..., 27]: the torso
+    quaternion (w, x, y, z) is state[1:5] (qpos[3:7])."""
+    w, x, y, z = (states[..., i] for i in range(1, 5))
+    return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def goal_in_ant_frame(xy: np.ndarray, states: np.ndarray, goals: np.ndarray) -> np.ndarray:
+    """The goal(s) relative to the ant, rotated into its heading frame: [..., 2], first
+    coordinate ahead of the ant, second to its left."""
+    d = np.asarray(goals, np.float64) - np.asarray(xy, np.float64)
+    yaw = ant_yaw(np.asarray(states, np.float64))
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], axis=-1)
+
+
+class AntGoal(gym.Wrapper):
+    """Open-floor goal reaching with the AntMaze ant (gymnasium's Ant-v5 model, the one
+    gymnasium-robotics' AntMaze loads, without contact forces).
+
+    Observation (29-d): the goal relative to the ant in its heading frame
+    (`goal_in_ant_frame`), then the 27-d ant state of AntMaze's observation. Reward:
+    Ant-v5's reward with the forward velocity replaced by the velocity toward the goal,
+    (d_before - d_after) / dt, plus Ant-v5's survive bonus, control and contact costs.
+    Goals are drawn at a uniform distance in `goal_distance` and a uniform direction around
+    the ant, at reset, when the ant comes within `GOAL_RADIUS` of the goal, and after
+    `goal_steps` steps without reaching it. Episodes end as Ant-v5's do (torso height
+    outside [0.2, 1.0]) or at the time limit. `info["goals_reached"]` counts the goals
+    reached so far in the episode.
+    """
+
+    def __init__(self, max_episode_steps: int = 1000, goal_distance: tuple[float, float] = (1.0, 6.0),
+                 goal_steps: int = 200):
+        env = gym.make("Ant-v5", exclude_current_positions_from_observation=False,
+                       include_cfrc_ext_in_observation=False, max_episode_steps=max_episode_steps)
+        super().__init__(env)
+        low = np.full(29, -np.inf, dtype=np.float32)
+        self.observation_space = gym.spaces.Box(low, -low, dtype=np.float32)
+        self.goal_distance = goal_distance
+        self.goal_steps = goal_steps
+        self.goal = np.zeros(2)
+        self._xy = np.zeros(2)
+        self._goal_age = 0
+        self._reached = 0
+
+    def _new_goal(self):
+        r = self.np_random.uniform(*self.goal_distance)
+        angle = self.np_random.uniform(0.0, 2.0 * np.pi)
+        self.goal = self._xy + r * np.array([np.cos(angle), np.sin(angle)])
+        self._goal_age = 0
+
+    def _obs(self, raw: np.ndarray) -> np.ndarray:
+        state = raw[2:]
+        return np.concatenate([goal_in_ant_frame(raw[:2], state, self.goal), state]).astype(np.float32)
+
+    def reset(self, **kwargs):
+        raw, info = self.env.reset(**kwargs)
+        self._xy = raw[:2].copy()
+        self._reached = 0
+        self._new_goal()
+        info["goal"] = self.goal.copy()
+        return self._obs(raw), info
+
+    def step(self, action):
+        before = np.linalg.norm(self.goal - self._xy)
+        raw, _, terminated, truncated, info = self.env.step(action)
+        self._xy = raw[:2].copy()
+        after = np.linalg.norm(self.goal - self._xy)
+        progress = (before - after) / self.unwrapped.dt
+        reward = progress + info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]
+        info["reward_progress"] = progress
+        info["goal"] = self.goal.copy()
+        self._goal_age += 1
+        if after <= GOAL_RADIUS:
+            self._reached += 1
+        if after <= GOAL_RADIUS or self._goal_age >= self.goal_steps:
+            self._new_goal()
+        info["goals_reached"] = self._reached
+        return self._obs(raw), float(reward), terminated, truncated, info
+
+
 def make_env(env_id: str, seed: int | None = None) -> gym.Env:
     """Make an environment by id (see the module docstring). `seed` seeds the action space;
     pass the episode seed to `reset`."""
     spec = get_spec(env_id)
     if spec.maze is not None:
         env: gym.Env = AntMazeD4RL(MAZES[spec.maze], spec.max_episode_steps)
+    elif spec.controller:
+        env = AntGoal(spec.max_episode_steps)
     else:
         env = gym.make(env_id, max_episode_steps=spec.max_episode_steps)
     if seed is not None:

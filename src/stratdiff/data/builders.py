@@ -16,6 +16,13 @@ Names are `<env>-<kind>-v5` with env in `ENVS` (halfcheetah, hopper, walker2d) a
 - `medium-expert`: the `medium` and the `expert` datasets of the same seed and size,
   concatenated (2 x `size` transitions, as D4RL's 2M).
 
+AntMaze names (`ANTMAZE`: antmaze-umaze-v0, antmaze-umaze-diverse-v0,
+antmaze-medium-play-v0, antmaze-medium-diverse-v0) are collected as D4RL did, by the
+committed goal-reaching ant (`ant-goal-v0`) steered through the maze by a waypoint planner,
+with N(0, 0.2) action noise, 1000-step episodes and each dataset's rules for starts and
+goals (`stratdiff.behaviour.antmaze`). Each episode's goal is stored with the data as
+Minari step infos (`infos/goal`, read back by `read_step_infos(dir, "goal")`).
+
 The same name, size and seed give the same arrays (on the same machine and versions).
 """
 
@@ -51,6 +58,10 @@ DATASETS: dict[str, Recipe] = {
     f"{short}-{kind}-v5": Recipe(f"{short}-{kind}-v5", env_id, kind)
     for short, env_id in ENVS.items() for kind in KINDS
 }
+# AntMaze datasets: the name is also the evaluation env id (stratdiff.envs.ENV_SPECS).
+ANTMAZE = ("antmaze-umaze-v0", "antmaze-umaze-diverse-v0", "antmaze-medium-play-v0",
+           "antmaze-medium-diverse-v0")
+DATASETS.update({name: Recipe(name, name, "antmaze") for name in ANTMAZE})
 
 
 def is_buildable(name: str) -> bool:
@@ -156,7 +167,13 @@ def make_dataset(name: str, size: int | None = None, seed: int = 0,
                  policy_dirs: dict[str, str | Path] | None = None) -> Dataset:
     """The arrays of dataset `name` (not written). `policy_dirs` maps a level to a folder
     holding a policy (`actor.msgpack`, `policy.json`, and `replay.npz` for medium) to use
-    instead of the committed one."""
+    instead of the committed one; AntMaze datasets take the controller from "controller"."""
+    return _make(name, size, seed, policy_dirs)[0]
+
+
+def _make(name: str, size: int | None, seed: int,
+          policy_dirs: dict[str, str | Path] | None) -> tuple[Dataset, dict[str, np.ndarray]]:
+    """(dataset, step infos to store with it: name -> [N, ...] arrays, one row per transition)."""
     from stratdiff.behaviour.policies import load_policy, load_replay
     from stratdiff.envs import reference_scores
 
@@ -165,11 +182,13 @@ def make_dataset(name: str, size: int | None = None, seed: int = 0,
     refs = reference_scores(r.env_id)
     info = DatasetInfo(name=name, env_id=r.env_id, ref_min_score=refs[0], ref_max_score=refs[1],
                        source=f"stratdiff data build {name}")
+    if r.kind == "antmaze":
+        return _make_antmaze(name, size or DEFAULT_SIZE, seed, policy_dirs.get("controller"), info)
     if r.kind in ("random", "medium", "expert"):
         policy = load_policy(r.env_id, r.kind, policy_dirs.get(r.kind))
         data = rollout(policy, size or DEFAULT_SIZE, seed)
         info.extra["behaviour_policy"] = _policy_meta(policy)
-        return Dataset(**data, info=info)
+        return Dataset(**data, info=info), {}
     if r.kind == "medium-replay":
         folder = policy_dirs.get("medium")
         data = load_replay(r.env_id, None if folder is None else Path(folder) / "replay.npz")
@@ -181,14 +200,84 @@ def make_dataset(name: str, size: int | None = None, seed: int = 0,
         info.extra["behaviour_policy"] = {"level": "medium-replay",
                                           "description": "SAC replay buffer up to the medium policy",
                                           **{k: v for k, v in _policy_meta(policy).items() if k != "level"}}
-        return Dataset(**data, info=info)
+        return Dataset(**data, info=info), {}
     # medium-expert
     parts = [make_dataset(f"{name.split('-')[0]}-{kind}-v5", size, seed, policy_dirs)
              for kind in ("medium", "expert")]
     info.extra["behaviour_policy"] = {"level": "medium-expert",
                                       "medium": parts[0].info.extra["behaviour_policy"],
                                       "expert": parts[1].info.extra["behaviour_policy"]}
-    return Dataset.concatenate(parts, info=info)
+    return Dataset.concatenate(parts, info=info), {}
+
+
+def _make_antmaze(name: str, size: int, seed: int, controller_dir: str | Path | None,
+                  info: DatasetInfo) -> tuple[Dataset, dict[str, np.ndarray]]:
+    from stratdiff.behaviour import antmaze
+
+    policy = antmaze.load_controller(controller_dir)
+    data, episodes = antmaze.collect(name, antmaze.policy_controller(policy), size, seed)
+    goals = data.pop("goals")
+    rules = antmaze.task(name)
+    info.extra["behaviour_policy"] = {
+        "level": "navigator",
+        "description": "goal-reaching SAC ant steered by a BFS waypoint planner over the maze grid",
+        "controller": {"env_id": antmaze.CONTROLLER_ENV, **_policy_meta(policy)},
+        "action_noise_std": antmaze.NOISE_STD,
+        "episode_steps": antmaze.EPISODE_STEPS,
+        "starts": rules.starts, "goals": rules.goals,
+        "goal_set": [list(c) for c in rules.goal_set],
+        "episode_success_rate": float(episodes["success"].mean()),
+    }
+    info.extra["step_infos"] = ["goal"]
+    return Dataset(**data, info=info), {"goal": goals}
+
+
+# --------------------------------------------------------------------- step infos
+
+
+def write_step_infos(out_dir: str | Path, dataset: Dataset, infos: dict[str, np.ndarray]) -> None:
+    """Add per-transition arrays to a Minari dataset written by `write_minari` as each
+    episode's `infos/<name>` (Minari's layout: T+1 rows, the last row repeated)."""
+    import h5py
+    from minari.dataset.minari_storage import MinariStorage
+
+    if not infos:
+        return
+    data_path = Path(out_dir) / "data"
+    starts = dataset.episode_starts()
+    ends = np.append(starts[1:], dataset.size)
+    with h5py.File(data_path / "main_data.hdf5", "a") as f:
+        for i, (s, e) in enumerate(zip(starts, ends)):
+            group = f[f"episode_{i}"].require_group("infos")
+            for key, values in infos.items():
+                rows = values[s:e]
+                group.create_dataset(key, data=np.concatenate([rows, rows[-1:]]))
+    storage = MinariStorage.read(data_path)
+    storage.update_metadata({"dataset_size": storage.get_size()})
+
+
+def read_step_infos(source: str | Path, key: str) -> np.ndarray:
+    """The per-transition step info `key` (e.g. "goal") of a Minari dataset folder or a
+    built dataset name, one row per transition in dataset order."""
+    import h5py
+
+    from stratdiff.data.dataset import DatasetError
+    from stratdiff.data.loaders import data_root
+
+    folder = Path(source)
+    if not folder.is_dir():
+        folder = data_root() / str(source)
+    path = folder / "data" / "main_data.hdf5"
+    if not path.exists():
+        raise DatasetError(f"{path}: no Minari data file")
+    with h5py.File(path, "r") as f:
+        names = sorted((k for k in f if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
+        parts = []
+        for name in names:
+            if "infos" not in f[name] or key not in f[name]["infos"]:
+                raise DatasetError(f"{path}: {name} has no step info {key!r}")
+            parts.append(f[name]["infos"][key][:-1])
+    return np.concatenate(parts)
 
 
 def build(name: str, size: int | None = None, out: str | Path | None = None, seed: int = 0,
@@ -207,7 +296,7 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
             raise FileExistsError(f"{out_dir}/data exists but is not a Minari dataset; not removing it")
         shutil.rmtree(out_dir / "data")
     t0, c0 = time.time(), time.process_time()
-    ds = make_dataset(name, size, seed, policy_dirs)
+    ds, infos = _make(name, size, seed, policy_dirs)
     seconds = time.time() - t0
     meta = {
         "dataset_id": name,
@@ -220,12 +309,15 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
         "description": f"{r.kind} data of {r.env_id} built by stratdiff (D4RL-style)",
     }
     write_minari(ds, out_dir, meta)
+    write_step_infos(out_dir, ds, infos)
     total, cpu = time.time() - t0, time.process_time() - c0
     # the whole build (rollouts + writing), kept next to the dataset for the docs' table
-    (out_dir / "build_time.json").write_text(json.dumps(
-        {"name": name, "size": ds.size, "episodes": ds.num_episodes, "seed": seed,
-         "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
-         "normalized_score": ds.summary()["normalized_score"]}))
+    timing = {"name": name, "size": ds.size, "episodes": ds.num_episodes, "seed": seed,
+              "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
+              "normalized_score": ds.summary()["normalized_score"]}
+    if "episode_success_rate" in ds.info.extra.get("behaviour_policy", {}):
+        timing["episode_success_rate"] = ds.info.extra["behaviour_policy"]["episode_success_rate"]
+    (out_dir / "build_time.json").write_text(json.dumps(timing))
     return out_dir, ds, total
 
 
@@ -234,6 +326,11 @@ def missing_policies(name: str) -> list[str]:
     from stratdiff.behaviour.policies import policy_dir
 
     r = recipe(name)
+    if r.kind == "antmaze":
+        from stratdiff.behaviour.antmaze import CONTROLLER_ENV, CONTROLLER_LEVEL
+
+        ok = (policy_dir(CONTROLLER_ENV, CONTROLLER_LEVEL) / "policy.json").exists()
+        return [] if ok else [f"{CONTROLLER_ENV} controller policy"]
     need = {"random": [], "medium": ["medium"], "expert": ["expert"],
             "medium-replay": ["medium"], "medium-expert": ["medium", "expert"]}[r.kind]
     out = [f"{lv} policy" for lv in need if not (policy_dir(r.env_id, lv) / "policy.json").exists()]

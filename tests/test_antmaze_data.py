@@ -1,0 +1,238 @@
+"""AntMaze data collection: the maze planner, the goal-reaching ant env, the D4RL rules for
+starts and goals, and tiny builds written as Minari datasets with their goals."""
+
+import json
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+
+from stratdiff import envs
+from stratdiff.agents.sac import SACAgent, SACConfig
+from stratdiff.behaviour import antmaze
+from stratdiff.behaviour.planner import MazePlanner
+from stratdiff.cli import main as cli_main
+from stratdiff.data import builders
+from stratdiff.data.loaders import load_dataset
+
+
+@pytest.fixture(scope="module")
+def controller_dir(tmp_path_factory):
+    """An untrained SAC actor of ant-goal-v0 written the way `export_policy` writes one."""
+    folder = tmp_path_factory.mktemp("ctrl") / "expert"
+    folder.mkdir()
+    agent = SACAgent.create(jax.random.PRNGKey(0), 29, 8, SACConfig(hidden_dims=(16, 16)))
+    params = jax.tree_util.tree_map(np.asarray, agent.actor_params)
+    (folder / "actor.msgpack").write_bytes(flax.serialization.msgpack_serialize(params))
+    (folder / "policy.json").write_text(json.dumps({
+        "env_id": "ant-goal-v0", "step": 0, "seed": 0, "provisional": True,
+        "sac_config": {"hidden_dims": [16, 16]}, "evaluation": {}}))
+    return folder
+
+
+# ----------------------------------------------------------------------------- planner
+
+
+@pytest.mark.parametrize("maze", ["umaze", "medium"])
+def test_planner_paths_are_shortest_chains_of_free_cells(maze):
+    planner = MazePlanner(envs.MAZES[maze])
+    cells = planner.free_cells()
+    assert len(cells) == {"umaze": 7, "medium": 26}[maze]
+    for start in cells:
+        for goal in cells:
+            path = planner.path(start, goal)
+            assert path[0] == start and path[-1] == goal
+            assert all(planner.free[c] for c in path)
+            steps = np.abs(np.diff(np.array(path), axis=0)).sum(axis=1)
+            assert (steps == 1).all()  # neighbouring cells, no diagonal moves
+            assert len(path) - 1 == planner.distances(goal)[start]
+    if maze == "umaze":  # around the U from the evaluation start to the evaluation goal
+        assert planner.path((1, 1), (3, 1)) == [(1, 1), (1, 2), (1, 3), (2, 3), (3, 3), (3, 2), (3, 1)]
+    with pytest.raises(ValueError, match="wall"):
+        planner.path((0, 0), cells[0])
+
+
+@pytest.mark.parametrize("maze, env_id", [("umaze", "antmaze-umaze-v0"), ("medium", "antmaze-medium-play-v0")])
+def test_planner_cells_match_gymnasium_robotics(maze, env_id):
+    planner = MazePlanner(envs.MAZES[maze])
+    env = envs.make_env(env_id)
+    grid = env.unwrapped.maze
+    for cell in planner.free_cells():
+        np.testing.assert_allclose(planner.cell_center(cell), grid.cell_rowcol_to_xy(np.array(cell)))
+        assert planner.cell_of(planner.cell_center(cell) + [1.9, -1.9]) == cell
+    env.close()
+
+
+@pytest.mark.parametrize("maze", ["umaze", "medium"])
+def test_waypoints_lead_toward_the_goal_without_touching_walls(maze):
+    """A point that walks toward the planner's waypoint (0.3 per step) reaches every goal
+    from every start, from off-centre positions, and never enters a wall cell; from a cell
+    centre, the waypoint lies in the next cell of the shortest path."""
+    planner = MazePlanner(envs.MAZES[maze])
+    cells = planner.free_cells()
+    for start in cells:
+        for goal_cell in cells:
+            goal = planner.cell_center(goal_cell) + [0.7, -0.9]
+            if start != goal_cell:
+                w = planner.waypoint(planner.cell_center(start), goal)
+                dist = planner.distances(goal_cell)
+                assert dist[planner.cell_of(w)] == dist[start] - 1
+            xy = planner.cell_center(start) + [1.3, 1.2]
+            for _ in range(200):
+                d = planner.waypoint(xy, goal) - xy
+                xy = xy + d * min(1.0, 0.3 / max(np.linalg.norm(d), 1e-9))
+                i = int(np.floor((planner._y_center - xy[1]) / planner.scaling))
+                j = int(np.floor((xy[0] + planner._x_center) / planner.scaling))
+                assert planner.free[i, j], (start, goal_cell, xy)
+                if np.linalg.norm(xy - goal) < envs.GOAL_RADIUS:
+                    break
+            assert np.linalg.norm(xy - goal) < envs.GOAL_RADIUS, (start, goal_cell)
+
+
+# ------------------------------------------------------------------- goal-reaching ant
+
+
+def test_goal_in_ant_frame_rotates_by_the_heading():
+    state = np.zeros(27)
+    yaw = np.pi / 2  # facing +y: quaternion (cos(yaw/2), 0, 0, sin(yaw/2))
+    state[1:5] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+    assert envs.ant_yaw(state) == pytest.approx(yaw)
+    np.testing.assert_allclose(envs.goal_in_ant_frame(np.array([1.0, 1.0]), state, np.array([1.0, 3.0])),
+                               [2.0, 0.0], atol=1e-12)  # 2 ahead
+    np.testing.assert_allclose(envs.goal_in_ant_frame(np.array([1.0, 1.0]), state, np.array([0.0, 1.0])),
+                               [0.0, 1.0], atol=1e-12)  # 1 to the left
+
+
+def _step_with_velocity(goal_offset):
+    env = envs.make_env("ant-goal-v0")
+    env.reset(seed=3)
+    data = env.unwrapped.data
+    xy = data.qpos[:2].copy()
+    env.goal = xy + np.asarray(goal_offset)
+    qvel = data.qvel.copy()
+    qvel[0] = 2.0  # the torso slides along +x
+    env.unwrapped.set_state(data.qpos.copy(), qvel)
+    _, reward, *_, info = env.step(np.zeros(8, np.float32))
+    env.close()
+    return reward, info
+
+
+def test_goal_env_rewards_moving_toward_the_goal():
+    assert envs.env_dims("ant-goal-v0") == (29, 8)
+    env = envs.make_env("ant-goal-v0")
+    obs, info = env.reset(seed=0)
+    xy = env.unwrapped.data.qpos[:2]
+    np.testing.assert_allclose(obs[:2], envs.goal_in_ant_frame(xy, obs[2:], info["goal"]), atol=1e-5)
+    assert 1.0 <= np.linalg.norm(info["goal"] - xy) <= 6.0
+    env.close()
+    toward, info_t = _step_with_velocity([5.0, 0.0])
+    away, info_a = _step_with_velocity([-5.0, 0.0])
+    assert info_t["reward_progress"] > 0.5 > -0.5 > info_a["reward_progress"]
+    assert toward - away == pytest.approx(info_t["reward_progress"] - info_a["reward_progress"])
+    assert toward > away
+
+
+def test_goal_env_draws_a_new_goal_when_one_is_reached():
+    env = envs.make_env("ant-goal-v0")
+    env.reset(seed=1)
+    old = env.unwrapped.data.qpos[:2].copy() + [0.1, 0.0]
+    env.goal = old.copy()
+    _, _, _, _, info = env.step(np.zeros(8, np.float32))
+    assert info["goals_reached"] == 1 and not np.allclose(env.goal, old)
+    env.close()
+
+
+# ------------------------------------------------------------------- rules and builds
+
+
+def test_start_and_goal_rules_follow_d4rl():
+    rng = np.random.default_rng(0)
+    umaze = [antmaze.task("antmaze-umaze-v0").cells(rng) for _ in range(20)]
+    assert set(umaze) == {((1, 1), (3, 1))}  # fixed start and goal: the map's r and g
+    diverse = [antmaze.task("antmaze-medium-diverse-v0").cells(rng) for _ in range(200)]
+    assert all(s != g for s, g in diverse)
+    assert len({s for s, _ in diverse}) > 20 and len({g for _, g in diverse}) > 20
+    play = [antmaze.task("antmaze-medium-play-v0").cells(rng) for _ in range(200)]
+    assert {g for _, g in play} == set(antmaze.MEDIUM_PLAY_GOALS) and len({s for s, _ in play}) > 20
+    with pytest.raises(ValueError, match="antmaze-large-v0"):
+        antmaze.task("antmaze-large-v0")
+
+
+def test_collection_does_not_depend_on_the_number_of_side_by_side_envs():
+    def controller(o):
+        return np.tanh(o[:, :8])  # any deterministic function of the observation
+
+    a, ea = antmaze.collect("antmaze-umaze-diverse-v0", controller, 130, seed=2, episode_steps=50, num_envs=1)
+    b, eb = antmaze.collect("antmaze-umaze-diverse-v0", controller, 130, seed=2, episode_steps=50, num_envs=3)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(ea["goal_cells"], eb["goal_cells"])
+    assert len(ea["goal_cells"]) == 3 and a["timeouts"].sum() == 3 and not a["terminals"].any()
+    assert np.abs(a["actions"]).max() <= 1.0
+
+
+def test_tiny_antmaze_build_writes_minari_with_goals(tmp_path, controller_dir, capsys):
+    _, ds, _ = builders.build("antmaze-medium-play-v0", size=2300, out=tmp_path / "amp", seed=1,
+                                policy_dirs={"controller": controller_dir},
+                                command="stratdiff data build antmaze-medium-play-v0 --size 2300")
+    back = load_dataset(tmp_path / "amp")
+    assert back.size == 2300 and back.num_episodes == 3 and back.obs_dim == 29 and back.act_dim == 8
+    np.testing.assert_array_equal(back.episode_lengths(), [1000, 1000, 300])
+    assert back.timeouts.sum() == 3 and back.terminals.sum() == 0
+    np.testing.assert_array_equal(back.observations, ds.observations)
+    # x, y first; reward 1 exactly within 0.5 of the episode's goal
+    goals = builders.read_step_infos(tmp_path / "amp", "goal")
+    assert goals.shape == (2300, 2)
+    near = np.linalg.norm(back.next_observations[:, :2] - goals, axis=1) <= envs.GOAL_RADIUS
+    np.testing.assert_array_equal(back.rewards, near.astype(np.float32))
+    planner = MazePlanner(envs.MAZES["medium"])
+    for s, e in zip(back.episode_starts(), np.append(back.episode_starts()[1:], back.size)):
+        assert (goals[s:e] == goals[s]).all()  # one goal per episode, from the play set
+        assert planner.cell_of(goals[s]) in antmaze.MEDIUM_PLAY_GOALS
+    behaviour = back.info.extra["behaviour_policy"]
+    assert behaviour["level"] == "navigator" and behaviour["action_noise_std"] == 0.2
+    assert behaviour["controller"]["env_id"] == "ant-goal-v0" and back.info.extra["step_infos"] == ["goal"]
+    assert back.info.env_id == "antmaze-medium-play-v0" and back.info.ref_scores == (0.0, 1.0)
+    assert cli_main(["data", "inspect", str(tmp_path / "amp"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["transitions"] == 2300 and summary["episodes"] == 3 and summary["obs_dim"] == 29
+    timing = json.loads((tmp_path / "amp" / "build_time.json").read_text())
+    assert timing["episode_success_rate"] == behaviour["episode_success_rate"]
+
+
+def test_antmaze_names_are_listed_and_bad_input_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STRATDIFF_DATA_DIR", str(tmp_path))
+    assert cli_main(["data", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    for name in builders.ANTMAZE:
+        assert rows[name]["kind"] == "antmaze" and rows[name]["env_id"] == name
+    with pytest.raises(FileNotFoundError, match="policy.json"):
+        builders.make_dataset("antmaze-umaze-v0", 100, policy_dirs={"controller": tmp_path / "none"})
+    with pytest.raises(ValueError, match="antmaze-large-v0"):
+        builders.make_dataset("antmaze-large-v0", 100)
+    with pytest.raises(ValueError, match="--size"):
+        antmaze.collect("antmaze-umaze-v0", lambda o: o[:, :8], 0)
+    with pytest.raises(ValueError, match="--env"):
+        antmaze.success_rate(lambda o: o[:, :8], "Hopper-v5", episodes=1)
+
+
+def test_success_rate_of_a_scripted_controller_on_the_evaluation_task():
+    out = antmaze.success_rate(lambda o: np.zeros((len(o), 8), np.float32), "antmaze-umaze-v0",
+                               episodes=2, seed=0)
+    assert out["success"] == 0.0 and out["length"] == 700 and out["episodes"] == 2
+
+
+def test_sac_driver_trains_and_resumes_on_the_goal_env(tmp_path):
+    from stratdiff.behaviour.train import TrainConfig, read_checkpoint_step, train
+
+    cfg = TrainConfig(env_id="ant-goal-v0", steps=200, start_steps=100, eval_every=100,
+                      eval_episodes=1, buffer_size=200)
+    sac = SACConfig(hidden_dims=(16, 16))
+    train(TrainConfig(**{**cfg.__dict__, "steps": 100}), tmp_path / "run", sac, progress=False, log=lambda m: None)
+    train(cfg, tmp_path / "run", sac, progress=False, log=lambda m: None)  # resumes at 100
+    assert read_checkpoint_step(tmp_path / "run") == 200
+    rows = (tmp_path / "run" / "evals.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("step,")
+    act = antmaze.snapshot_controller(tmp_path / "run", 200)(np.zeros((2, 29), np.float32))
+    assert act.shape == (2, 8) and np.abs(act).max() <= 1.0
