@@ -15,7 +15,8 @@ import pytest
 from stratdiff.agents import AGENTS
 from stratdiff.agents.base import make_config
 from stratdiff.diffusion import BehaviourModel, DiffusionConfig, SamplerConfig, train_steps
-from stratdiff.stratify.stratdiff import StratDiffConfig, StratDiffStratifier
+from stratdiff.stratify.stratdiff import StratDiffConfig
+from stratdiff.stratify.stratdiff import make_stratifier as build_stratifier
 from stratdiff.types import OFFLINE, ONLINE, Batch
 
 OBS, ACT, N = 2, 2, 64
@@ -43,9 +44,8 @@ def toy():
 
 def make_stratifier(model, obs, guidance_scale=None, **options):
     support = jnp.repeat(behaviour_action(obs[:256], jax.random.PRNGKey(5))[:, None], 8, axis=1)
-    return StratDiffStratifier(model=model, support_obs=obs[:256], support=support,
-                               config=StratDiffConfig(**options), rho=0.5, guidance_scale=guidance_scale,
-                               sampler=model.config.sampler)
+    return build_stratifier(model, obs[:256], support, StratDiffConfig(**options), 0.5, guidance_scale,
+                            model.config.sampler)
 
 
 def toy_batch(key):
@@ -100,6 +100,32 @@ def test_ablation_switches_change_what_they_name(toy):
     assert cands.shape == (1, 2 * N, 3, ACT) and float(jnp.max(jnp.abs(cands))) <= 1.0
 
 
+def test_energy_every_updates_the_energy_on_schedule_only(toy):
+    """energy_every=3: CEP steps on calls 0 and 3; the calls between keep the energy and repeat its metrics."""
+    model, agent, obs = toy
+    batch = toy_batch(jax.random.PRNGKey(9))
+    split = jax.jit(lambda s, a, b, k: s.split(a, b, k))
+    strat = make_stratifier(model, obs, 1.0, energy_every=3)
+    every_call = make_stratifier(model, obs, 1.0)
+    steps, losses, ref_steps = [], [], []
+    for i in range(5):
+        key = jax.random.PRNGKey(20 + i)
+        strat, _, _, metrics = split(strat, agent, batch, key)
+        every_call, _, _, _ = split(every_call, agent, batch, key)
+        steps.append(int(strat.model.energy_step))
+        ref_steps.append(int(every_call.model.energy_step))
+        losses.append(float(metrics["strat/cep_loss"]))
+    start = int(model.energy_step)
+    assert steps == [start + 1, start + 1, start + 1, start + 2, start + 2]
+    assert ref_steps == [start + i for i in range(1, 6)]
+    assert int(strat.calls) == 5
+    assert losses[0] == losses[1] == losses[2] and losses[3] == losses[4] and losses[3] != losses[0]
+    # the checkpointed state carries the schedule and the metrics repeated between CEP steps
+    state = strat.state_dict()
+    restored = make_stratifier(model, obs, 1.0, energy_every=3).load_state_dict(state)
+    assert int(restored.calls) == 5 and float(restored.energy_info["cep_loss"]) == losses[4]
+
+
 def test_stratdiff_iql_killed_and_resumed_matches_uninterrupted(hopper_hdf5, tmp_path):
     import csv
 
@@ -133,6 +159,8 @@ def test_stratdiff_iql_killed_and_resumed_matches_uninterrupted(hopper_hdf5, tmp
     assert set(result["figure2"]) == {"offline policy", "diffusion", "guided diffusion"}
     agreement = result["split_agreement"]
     assert agreement["gaussian_fit M=8, 15 steps (default)"] == 1.0 and agreement["samples"] == 32
+    assert {"gaussian_fit M=8, 15 steps, other noise", "default, energy 4 CEP steps behind",
+            "default, energy 16 CEP steps behind"} <= set(agreement)
     assert all(0.0 <= v <= 1.0 for k, v in agreement.items() if k not in ("samples", "online_buffer"))
     assert (tmp_path / "full" / "similarity.png").stat().st_size > 1000
     assert similarity([str(tmp_path / "nothing-here")]) == 1

@@ -6,15 +6,17 @@ DPM-Solver++ sample of 256 actions, unguided and energy-guided, one CEP update (
 and drawing K=16 support actions for 256 new states. Each number is the median of several
 repeats after a warm-up call (compilation excluded); process-CPU milliseconds and XLA's flop
 count of a training step are reported too, since wall-clock numbers on a shared machine depend on
-other jobs. (XLA counts a scan body once, so the sampler's flops are not taken from it: one
-paper-size ScoreNet evaluation is ~1.6 M multiply-adds per action, so 15 steps for 256 actions are
-~12 GFLOP, ~15 GFLOP with the energy gradient.)
+other jobs. XLA counts a scan body once, so a sample's flops are those of a 1-step solve times
+the steps (one paper-size ScoreNet evaluation is ~1.6 M multiply-adds per action, so 15 steps for
+256 actions are ~12 GFLOP, ~15 GFLOP with the energy gradient).
 Targets on the 2-core CPU: >= 170 training steps/s at batch 256 and <= 40 ms per guided sample
-of 256 actions.
+of 256 actions. With the flop counts these need ~430 and ~380 GFLOP/s, above the ~180 GFLOP/s a
+large f32 matmul reaches on this machine (`stratdiff bench` reports both).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -76,10 +78,13 @@ def bench_diffusion(obs_dim: int = 17, action_dim: int = 6, repeats: int = 10, c
         out["train_cpu_ms_per_step_batch4096"] = 1e3 * cpu / 5
 
     states = obs[:256]
+    one_step = dataclasses.replace(cfg.sampler, steps=1, order=1)
     for name, scale in (("unguided", None), ("guided", 3.0)):
         wall, cpu = _median_time(lambda: sample(model, states, key, scale), repeats)  # noqa: B023
         out[f"sample_ms_256_{name}"] = 1e3 * wall
         out[f"sample_cpu_ms_256_{name}"] = 1e3 * cpu
+        out[f"sample_gflop_256_{name}"] = cfg.sampler.steps * _gflop(sample, model, states, key, scale,
+                                                                     sampler=one_step)
     support = support_actions(model, states, key, 16)
     q = jnp.sum(support, axis=-1)
     wall, cpu = _median_time(lambda: energy_update(model, states, support, q, key), repeats)

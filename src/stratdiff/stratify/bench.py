@@ -2,10 +2,11 @@
 
 Times one online update call (split + backbone update, as the runner makes it) on a
 synthetic batch of 256 with locomotion-sized observations (17) and actions (6), the
-paper's networks, for each backbone alone and with the StratDiff stratifier at the `cpu`
-settings (one guided action, 5 solver steps) and at the `paper` settings (M = 8 guided
-actions, 15 solver steps). The environment step and the policy's action, shared by all, add
-about 0.5 ms per step on top.
+paper's backbone networks, for each backbone alone and with the StratDiff stratifier at the
+`cpu` scale (the `cpu` diffusion preset's half-width ScoreNet and `SCALE_DEFAULTS["cpu"]`) and
+at the `paper` scale (paper networks, M = 8 guided actions, 15 solver steps, a CEP step every
+call). Calls are timed in a row, so a schedule such as `energy_every` is averaged over. The
+environment step and the policy's action, shared by all, add about 0.5 ms per step on top.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from stratdiff.agents.base import make_config
 from stratdiff.diffusion import PRESETS, BehaviourModel
 from stratdiff.runner import _online_update
 from stratdiff.stratify import NoStratifier
-from stratdiff.stratify.stratdiff import SCALE_DEFAULTS, StratDiffConfig, StratDiffStratifier
+from stratdiff.stratify.stratdiff import SCALE_DEFAULTS, StratDiffConfig, StratDiffStratifier, make_stratifier
 from stratdiff.types import Batch
 
 OBS, ACT, BATCH = 17, 6, 256
@@ -39,14 +40,14 @@ def _batch(key) -> Batch:
 def _stratifier(scale: str) -> StratDiffStratifier:
     options = {k: v for k, v in SCALE_DEFAULTS[scale].items()
                if k not in ("diffusion_steps", "support_states", "energy_pretrain_steps")}
-    diff_cfg = dataclasses.replace(PRESETS["paper"], num_support=16, guidance_scale=3.0)
+    diff_cfg = dataclasses.replace(PRESETS[scale], num_support=16, guidance_scale=3.0)
     model = BehaviourModel.create(jax.random.PRNGKey(1), OBS, ACT, diff_cfg)
     cfg = StratDiffConfig(**options)
     steps = cfg.sampler_steps or diff_cfg.sampler.steps
     support_obs = jax.random.normal(jax.random.PRNGKey(2), (4096, OBS))
     support = jax.random.uniform(jax.random.PRNGKey(3), (4096, 16, ACT), minval=-1, maxval=1)
-    return StratDiffStratifier(model=model, support_obs=support_obs, support=support, config=cfg, rho=0.5,
-                               guidance_scale=3.0, sampler=dataclasses.replace(diff_cfg.sampler, steps=steps))
+    return make_stratifier(model, support_obs, support, cfg, 0.5, 3.0,
+                           dataclasses.replace(diff_cfg.sampler, steps=steps))
 
 
 def _time(agent, stratifier, seconds: float) -> float:
@@ -57,7 +58,8 @@ def _time(agent, stratifier, seconds: float) -> float:
     jax.block_until_ready(out)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or n < 3:
-        agent_, strat_, metrics = _online_update(agent, stratifier, batch, jax.random.fold_in(key, n))
+        # the stratifier's state carries on (its schedules run as in a run); the agent is reset
+        _, stratifier, metrics = _online_update(agent, stratifier, batch, jax.random.fold_in(key, n))
         jax.block_until_ready(metrics)
         n += 1
     return 1000.0 * (time.perf_counter() - t0) / n

@@ -19,12 +19,18 @@ import numpy as np
 from stratdiff.diffusion import sample
 from stratdiff.diffusion.similarity import similarity_table
 
-# name -> (score form, guided samples M, solver steps); the first one is the reference.
-SPLIT_VARIANTS: dict[str, tuple[str, int, int]] = {
-    "gaussian_fit M=8, 15 steps (default)": ("gaussian_fit", 8, 15),
-    "gaussian_fit M=8, 5 steps": ("gaussian_fit", 8, 5),
-    "fixed_sigma, 15 steps": ("fixed_sigma", 1, 15),
-    "fixed_sigma, 5 steps (cpu preset)": ("fixed_sigma", 1, 5),
+# name -> (score form, guided samples M, solver steps, sampler noise); the first one is the
+# reference. "same" noise: the variant's sampler starts from the reference's noise, so the
+# agreement measures the setting alone; "other": fresh noise, so the reference against itself
+# with other noise is the floor that sampling noise sets on any agreement.
+SPLIT_VARIANTS: dict[str, tuple[str, int, int, str]] = {
+    "gaussian_fit M=8, 15 steps (default)": ("gaussian_fit", 8, 15, "same"),
+    "gaussian_fit M=8, 15 steps, other noise": ("gaussian_fit", 8, 15, "other"),
+    "gaussian_fit M=8, 5 steps (cpu preset)": ("gaussian_fit", 8, 5, "same"),
+    "gaussian_fit M=8, 3 steps": ("gaussian_fit", 8, 3, "same"),
+    "gaussian_fit M=4, 5 steps": ("gaussian_fit", 4, 5, "same"),
+    "fixed_sigma, 15 steps": ("fixed_sigma", 1, 15, "same"),
+    "fixed_sigma, 5 steps": ("fixed_sigma", 1, 5, "same"),
 }
 
 
@@ -57,25 +63,39 @@ def figure2(runner, n: int, key: jax.Array) -> dict[str, dict[str, float]]:
     return similarity_table(np.asarray(batch.actions), {k: np.asarray(v) for k, v in candidates.items()})
 
 
-def split_agreement(runner, batches: int, key: jax.Array) -> dict[str, Any]:
-    """Share of samples whose stratum under each `SPLIT_VARIANTS` entry equals the reference's."""
+def split_agreement(runner, batches: int, key: jax.Array, energy_lags: tuple[int, ...] = (4, 16)) -> dict[str, Any]:
+    """Share of samples whose stratum under each `SPLIT_VARIANTS` entry equals the reference's.
+
+    `energy_lags`: also the reference against itself with the energy net `n` CEP steps (with
+    the run's current critic) further on, i.e. as far as an `energy_every = n + 1` schedule lags.
+    """
     from stratdiff.data import mixed_batch
 
     strat, cfg = runner.stratifier, runner.cfg
     base = dataclasses.replace(strat.config, online_energy_updates=False, exchange_cap=None, stratify=True,
                                next_candidates=0)
-    splits: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_VARIANTS}
+    variants = {name: (strat.replace(config=dataclasses.replace(base, score=score, num_guided=max(m, 2)),
+                                     sampler=dataclasses.replace(strat.sampler, steps=steps)), noise)
+                for name, (score, m, steps, noise) in SPLIT_VARIANTS.items()}
+    reference = next(iter(variants.values()))[0]
+    if strat.guidance_scale is not None and strat.config.online_energy_updates:
+        ahead = reference
+        for lag in range(1, max(energy_lags, default=0) + 1):
+            ahead, _ = jax.jit(lambda s, a, k: s.energy_step(a, k))(ahead, runner.agent,
+                                                                  jax.random.fold_in(key, 10_000 + lag))
+            if lag in energy_lags:
+                # agreement is symmetric: the reference is `lag` CEP steps behind this energy
+                variants[f"default, energy {lag} CEP steps behind"] = (ahead, "same")
+    splits: dict[str, list[np.ndarray]] = {name: [] for name in variants}
     for i in range(batches):
         k_batch, k_split = jax.random.split(jax.random.fold_in(key, i))
         batch = mixed_batch(k_batch, runner.offline, runner.online, cfg.batch_size, cfg.rho)
         batch = jax.tree_util.tree_map(lambda x: x[None], batch)
-        for name, (score, m, steps) in SPLIT_VARIANTS.items():
-            variant = strat.replace(
-                config=dataclasses.replace(base, score=score, num_guided=max(m, 2)),
-                sampler=dataclasses.replace(strat.sampler, steps=steps))
-            _, online_like, _, _ = _split(variant, runner.agent, batch, k_split)
+        for name, (variant, noise) in variants.items():
+            k = k_split if noise != "other" else jax.random.fold_in(k_split, 1)
+            _, online_like, _, _ = _split(variant, runner.agent, batch, k)
             splits[name].append(np.asarray(online_like[0]))
-    ref = np.concatenate(splits[next(iter(SPLIT_VARIANTS))])
+    ref = np.concatenate(splits[next(iter(variants))])
     return {name: float(np.mean(np.concatenate(s) == ref)) for name, s in splits.items()} | {
         "samples": int(ref.size), "online_buffer": len(runner.online)}
 
