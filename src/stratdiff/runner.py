@@ -378,7 +378,29 @@ class Runner:
             "wall_seconds_this_call": wall,
             "offline_updates_per_s": cfg.offline_steps / t_off if t_off else None,
             "online_steps_per_s": cfg.online_steps / t_on if t_on else None,
+            "code": code_version(),
         }
+
+
+def code_version() -> dict[str, Any]:
+    """stratdiff's version and, in a git checkout, the commit and whether the tree was modified."""
+    import subprocess
+
+    from stratdiff import __version__
+
+    out: dict[str, Any] = {"stratdiff": __version__}
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return out
+    if commit.returncode == 0:
+        out["git_commit"] = commit.stdout.strip()
+        out["git_dirty_src"] = bool(dirty.stdout.strip())
+    return out
 
 
 def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
