@@ -101,3 +101,27 @@ def test_train_cli_smoke_and_one_line_errors(hopper_hdf5, tmp_path):
                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "missing.hdf5" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_reused_offline_phase_gives_the_run_it_would_have_computed(hopper_hdf5, tmp_path):
+    """A run taking over another run's offline phase (`reuse_offline_from`) ends with the same
+    metrics as one computing it itself; a donor whose offline phase differs is refused by name."""
+    train(smoke_config(hopper_hdf5), tmp_path / "donor", progress=False)
+    assert (tmp_path / "donor" / "offline_agent.json").is_file()
+    own = train(smoke_config(hopper_hdf5, rho=0.25), tmp_path / "own", progress=False)
+    reused = train(smoke_config(hopper_hdf5, rho=0.25, reuse_offline_from=str(tmp_path / "donor")),
+                   tmp_path / "reused", progress=False)
+    assert reused["offline_phase_from"] == str(tmp_path / "donor") and own["offline_phase_from"] is None
+    assert reused["offline_updates_per_s"] is None  # no offline step ran here
+    own_rows = deterministic_columns(read_rows(tmp_path / "own" / "metrics.csv"))
+    assert deterministic_columns(read_rows(tmp_path / "reused" / "metrics.csv")) == own_rows
+    assert reused["final_score"] == own["final_score"]
+    # rho only acts online: the donor's online rows differ from these
+    assert deterministic_columns(read_rows(tmp_path / "donor" / "metrics.csv")) != own_rows
+    with pytest.raises(RunError, match="differs from this run's in offline_steps"):
+        train(smoke_config(hopper_hdf5, offline_steps=80, reuse_offline_from=str(tmp_path / "donor")),
+              tmp_path / "mismatch", progress=False)
+    # no finished offline phase there (yet): the run computes it itself
+    fallback = train(smoke_config(hopper_hdf5, rho=0.25, reuse_offline_from=str(tmp_path / "nothing")),
+                     tmp_path / "fallback", progress=False)
+    assert fallback["offline_phase_from"] is None and fallback["final_score"] == own["final_score"]

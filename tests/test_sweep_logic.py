@@ -3,6 +3,8 @@ the manifest, the status lines and the CLI. Runs in a few seconds (no JAX in the
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import sys
@@ -66,6 +68,18 @@ def config(tmp_path, fake, seeds, **kw):
 def calls(tmp_path, seed):
     path = tmp_path / "sweep" / "iql" / "hopper-medium.hdf5" / f"seed{seed}" / "calls.txt"
     return path.read_text().splitlines() if path.exists() else []
+
+
+def test_share_offline_points_each_method_at_its_backbones_run(tmp_path):
+    cfg = sweep.SweepConfig(algos=("stratdiff-iql", "edis-iql", "calql", "iql"), datasets=("y",), seeds=(1,),
+                            preset="cpu", out="OUT", share_offline=True)
+    runs = sweep.plan(cfg)
+    assert [r.algo for r in runs] == ["calql", "iql", "stratdiff-iql", "edis-iql"]  # lenders first
+    for run in runs[2:]:
+        assert f"reuse_offline_from={json.dumps(str(Path('OUT/iql/y/seed1')))}" in run.options
+    assert not any(o.startswith("reuse_offline_from") for r in runs[:2] for o in r.options)
+    alone = sweep.plan(dataclasses.replace(cfg, algos=("stratdiff-calql",)))  # no calql run to lend one
+    assert not any(o.startswith("reuse_offline_from") for o in alone[0].options)
 
 
 def test_plan_folders_and_options(tmp_path):

@@ -81,6 +81,9 @@ class RunConfig:
     eval_every: int = 10_000  # steps between evaluations (both phases)
     eval_episodes: int = 10
     checkpoint_every: int = 10_000  # steps between checkpoints (both phases)
+    # a run folder of the same backbone whose finished offline phase this run takes over instead of
+    # repeating it (the same agent, metrics and scores it would compute itself; checked, see runner)
+    reuse_offline_from: str | None = None
     # component configs: field overrides of the agent's / stratifier's / batch source's config class
     agent: dict[str, Any] = dataclasses.field(default_factory=dict)
     stratifier: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -49,6 +49,20 @@ from stratdiff.logging import MetricsLogger
 from stratdiff.methods import METHODS, RunConfig, task_kind
 
 CHECKPOINT = "checkpoint.msgpack"
+OFFLINE_AGENT = "offline_agent.msgpack"  # the agent at the end of the offline phase (kept for reuse)
+OFFLINE_META = "offline_agent.json"  # its offline signature and scores; written last
+
+# RunConfig fields that do not touch the offline phase: runs that agree on every other field and
+# share a backbone compute the same offline phase, step for step (the PRNG keys come from the seed).
+ONLINE_ONLY_FIELDS = ("algo", "online_steps", "online_warmup_steps", "utd", "rho", "checkpoint_every",
+                      "stratifier", "source", "reuse_offline_from")
+
+
+def offline_signature(cfg: RunConfig) -> dict[str, Any]:
+    """What determines a run's offline phase: its config less `ONLINE_ONLY_FIELDS`, plus the backbone."""
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ONLINE_ONLY_FIELDS}
+    d["backbone"] = METHODS[cfg.algo].agent
+    return json.loads(json.dumps(d))  # tuples -> lists, as read back from JSON
 
 
 class DivergenceError(RuntimeError):
@@ -158,6 +172,7 @@ class Runner:
         self.last_score = math.nan
         self.logger: MetricsLogger | None = None
         self.timing = {"offline_seconds": 0.0, "online_seconds": 0.0}
+        self.offline_from: str | None = None  # the run whose offline phase this one took over
 
     # ---- paths and persistence -----------------------------------------------------------
     @property
@@ -178,6 +193,7 @@ class Runner:
             "train_returns": np.asarray(self.train_returns, dtype=np.float64),
             "scores": {"best": self.best_score, "last": self.last_score},
             "timing": dict(self.timing),
+            "offline_from": self.offline_from or "",
         }
 
     def save(self) -> None:
@@ -205,6 +221,7 @@ class Runner:
         self.best_score = float(state["scores"]["best"])
         self.last_score = float(state["scores"]["last"])
         self.timing = {k: float(v) for k, v in state.get("timing", self.timing).items()}
+        self.offline_from = str(state.get("offline_from") or "") or None
 
     def step_phase(self, step: int) -> str:
         return "offline" if step < self.cfg.offline_steps else "online"
@@ -277,8 +294,45 @@ class Runner:
                 bar.update(n)
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.offline_steps:
                 self.save()
+            if self.step == cfg.offline_steps:
+                self.save_offline_agent()
             if stop_after is not None and self.step >= stop_after:
                 raise KeyboardInterrupt(f"stop_after={stop_after}")
+
+    def save_offline_agent(self) -> None:
+        """Keep the offline phase's result for runs that reuse it (`reuse_offline_from`)."""
+        checkpoint.save(self.out / OFFLINE_AGENT, {"agent": self.agent})
+        meta = {"signature": offline_signature(self.cfg), "best_score": self.best_score,
+                "last_score": self.last_score}
+        checkpoint.atomic_write_bytes(self.out / OFFLINE_META, json.dumps(meta, indent=2).encode())
+
+    def reuse_offline(self) -> bool:
+        """Take over the finished offline phase of `cfg.reuse_offline_from`: its agent, its offline
+        metric rows and scores, after checking that it ran this run's offline phase (a mismatch
+        is an error). Where that phase has not finished (yet), this run computes it itself, with
+        the same result, and says so; returns whether it was reused."""
+        donor = Path(self.cfg.reuse_offline_from)
+        meta_path, agent_path = donor / OFFLINE_META, donor / OFFLINE_AGENT
+        if not meta_path.is_file() or not agent_path.is_file():
+            print(f"[stratdiff] reuse_offline_from {donor}: no finished offline phase there yet "
+                  f"({OFFLINE_META}); running it here", flush=True)
+            return False
+        meta = json.loads(meta_path.read_text())
+        mine = offline_signature(self.cfg)
+        differ = sorted(k for k in set(mine) | set(meta["signature"]) if mine.get(k) != meta["signature"].get(k))
+        if differ:
+            raise RunError(f"reuse_offline_from {donor}: its offline phase differs from this run's in "
+                           f"{', '.join(differ)}")
+        self.agent = checkpoint.restore(self.agent, checkpoint.load_raw(agent_path)["agent"], agent_path,
+                                        "the agent")
+        for row in MetricsLogger(donor, tensorboard=False).rows:
+            if row.get("phase") == "offline" and float(row["step"]) <= self.cfg.offline_steps:
+                self.logger.log({k: (v if k == "phase" else int(float(v)) if k == "step" else float(v))
+                                 for k, v in row.items()})
+        self.step = self.cfg.offline_steps
+        self.best_score, self.last_score = float(meta["best_score"]), float(meta["last_score"])
+        self.offline_from = str(donor)
+        return True
 
     def run_online(self, bar, stop_after: int | None) -> None:
         cfg = self.cfg
@@ -355,6 +409,9 @@ class Runner:
                    dynamic_ncols=True)
         t0 = time.perf_counter()
         try:
+            if self.cfg.reuse_offline_from and self.step == 0 and self.reuse_offline():
+                bar.update(self.step)
+                self.save()
             self.run_offline(bar, stop_after)
             if not self.stratifier_built:
                 self._build_stratifier()
@@ -378,6 +435,7 @@ class Runner:
             "wall_seconds_this_call": wall,
             "offline_updates_per_s": cfg.offline_steps / t_off if t_off else None,
             "online_steps_per_s": cfg.online_steps / t_on if t_on else None,
+            "offline_phase_from": self.offline_from,
             "code": code_version(),
         }
 

@@ -50,6 +50,9 @@ class SweepArgs:
     """StratDiff-IQL: Eq. 14 value loss on online-like samples (Table 6)."""
     exchange_cap: int | None = None
     """StratDiff: at most this many samples cross strata each way per batch (Table 7)."""
+    share_offline: bool = False
+    """A method on a backbone that also runs here (stratdiff-iql next to iql, same dataset and seed)
+    takes over that run's offline phase instead of repeating it (`reuse_offline_from`)."""
     dry_run: bool = False
     """Print the runs and their state (new / resume / finished / conflict) without running."""
 
@@ -70,7 +73,7 @@ def main(argv: list[str]) -> int:
         cfg = sweep.SweepConfig(
             algos=args.algos, datasets=args.datasets, seeds=args.seeds, preset=args.preset, out=str(args.out),
             env=args.env, overrides=overrides(args), workers=args.workers, ray_address=args.ray,
-            max_retries=args.max_retries)
+            max_retries=args.max_retries, share_offline=args.share_offline)
         if args.dry_run:
             for run in sweep.plan(cfg):
                 why = sweep.conflict(run, cfg)

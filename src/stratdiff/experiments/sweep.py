@@ -74,6 +74,9 @@ class SweepConfig:
     ray_address: str | None = None  # "auto", "host:port", "ray://..."; None: local pool
     max_retries: int = 1  # extra attempts for a failed run
     command: tuple[str, ...] | None = None  # training command prefix; None: default_command()
+    # a run whose backbone also runs plainly in this sweep (stratdiff-iql next to iql) takes over
+    # that run's offline phase (`reuse_offline_from`) instead of repeating it
+    share_offline: bool = False
 
     def __post_init__(self):
         for name in ("algos", "datasets", "seeds"):
@@ -117,7 +120,8 @@ def run_dir(out: str | Path, algo: str, dataset: str, seed: int) -> Path:
 
 
 def plan(cfg: SweepConfig) -> list[RunSpec]:
-    """The runs of a sweep, algos x datasets x seeds, in that order."""
+    """The runs of a sweep, algos x datasets x seeds, in that order (with `share_offline`, the
+    runs that lend their offline phase first)."""
     runs, seen = [], {}
     for algo in cfg.algos:
         for dataset in cfg.datasets:
@@ -131,9 +135,18 @@ def plan(cfg: SweepConfig) -> list[RunSpec]:
                            "--out", str(folder), "--no-progress"]
                 if cfg.env:
                     options += ["--env", cfg.env]
-                if cfg.overrides:
-                    options += ["--set", *cfg.overrides]
+                sets = list(cfg.overrides)
+                if cfg.share_offline:
+                    from stratdiff.methods import METHODS
+
+                    backbone = METHODS[algo].agent if algo in METHODS else algo
+                    if backbone != algo and backbone in cfg.algos:
+                        sets.append(f"reuse_offline_from={json.dumps(str(run_dir(cfg.out, backbone, dataset, seed)))}")
+                if sets:
+                    options += ["--set", *sets]
                 runs.append(RunSpec(algo, dataset, int(seed), str(folder), tuple(options)))
+    if cfg.share_offline:
+        runs.sort(key=lambda r: any(o.startswith("reuse_offline_from=") for o in r.options))
     return runs
 
 
