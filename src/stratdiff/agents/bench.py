@@ -6,10 +6,17 @@ HalfCheetah-sized problem (obs 17, act 6) and updated on a fixed random batch, o
 gradient step per `update` call (UTD 1, the runner's usual call), once as the base
 algorithm and once stratified (half of the batch online-like; IQL then also computes
 its Eq. 13 max-target over its policy candidates).
+
+Next to the speed, each agent's arithmetic: the FLOPs of one compiled update from XLA's
+cost analysis, the FLOP rate achieved, and that rate as a fraction of a plain f32 matrix
+product's rate measured on the same machine in the same conditions
+(`matmul_peak_gflop_per_s`), with the updates/s that peak would allow
+(`peak_limited_updates_per_s`): the ceiling for this arithmetic on this machine.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -36,8 +43,44 @@ def _random_batch(key: jax.Array, batch_size: int, obs_dim: int, act_dim: int) -
     )
 
 
-def _time_updates(agent, batch: Batch, online_like, seconds: float) -> tuple[float, float, float]:
-    """(updates/s by wall clock, updates/s by process CPU time / cores, compile seconds)."""
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, e.g. 1 under `taskset -c 0`)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@functools.cache
+def matmul_peak_gflop_per_s(n: int = 2048, seconds: float = 2.0) -> float:
+    """GFLOP/s of one jitted n x n f32 matrix product (2 n^3 FLOPs), best of repeated
+    runs over about `seconds`: the practical arithmetic peak of this machine as the
+    process sees it now (its cores, its neighbours). Measured once per process."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def update_gflop(agent, batch: Batch, online_like=None) -> float:
+    """GFLOPs of one compiled `agent.update(batch, online_like)` by XLA's cost analysis
+    (matrix products, elementwise work and reductions; per call, so per gradient step
+    when the batch's UTD axis is 1)."""
+    compiled = type(agent).update.lower(agent, batch, online_like).compile()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per device
+        cost = cost[0]
+    return float(cost["flops"]) / 1e9
+
+
+def _time_updates(agent, batch: Batch, online_like, seconds: float) -> dict[str, float]:
+    """Updates/s by wall clock and by process CPU time, CPU ms per update, compile seconds."""
     t0 = time.perf_counter()
     agent, metrics = agent.update(batch, online_like)
     jax.block_until_ready(metrics)
@@ -51,24 +94,37 @@ def _time_updates(agent, batch: Batch, online_like, seconds: float) -> tuple[flo
             wall = time.perf_counter() - wall0
             if wall >= seconds:
                 break
-    cpu = (time.process_time() - cpu0) / (os.cpu_count() or 1)
-    return n / wall, n / max(cpu, 1e-9), compile_s
+    cpu = time.process_time() - cpu0
+    return {"updates_per_s": n / wall,
+            "cpu_updates_per_s": n / max(cpu / usable_cores(), 1e-9),
+            "cpu_ms_per_update": 1e3 * cpu / n,
+            "compile_s": compile_s}
 
 
 def bench_agents(batch_size: int = 256, seconds: float = 10.0, agents: tuple[str, ...] | None = None,
                  seed: int = 0) -> dict:
-    """Measure updates/s of each registered agent (or of `agents`) -> a JSON-able dict.
+    """Measure updates/s and FLOPs of each registered agent (or of `agents`) -> a JSON-able dict.
 
-    Per agent (keys are agent names only): `updates_per_s` (base algorithm), `stratified_updates_per_s` (half of each
-    batch online-like), `compile_s`, and `cpu_updates_per_s`: updates per second of
-    process CPU time divided by the core count, which is what the wall-clock figure
-    would be on an otherwise idle machine if the update kept every core busy (a guide
-    when other jobs share the machine).
+    Per agent (keys are agent names only):
+
+    - `updates_per_s`: wall clock, base algorithm; `stratified_updates_per_s`: half of
+      each batch online-like.
+    - `cpu_updates_per_s`: updates per second of process CPU time divided by the cores
+      the process may use (`usable_cores`, 1 under `taskset -c 0`): what the wall
+      figure would be on an otherwise idle machine if the update kept those cores busy
+      (a guide when other jobs share the machine); `cpu_ms_per_update`: CPU time per update.
+    - `gflop_per_update` (XLA cost analysis of the compiled update, UTD 1),
+      `gflop_per_s` / `cpu_gflop_per_s` achieved (wall / CPU-time based), and
+      `fraction_of_peak` / `cpu_fraction_of_peak` of `matmul_peak_gflop_per_s`
+      (measured in the same process); `peak_limited_updates_per_s` = peak / FLOPs, the
+      most this arithmetic allows here. The same with a `stratified_` prefix.
+    - `load_avg_1m` at the start of the agent's run and `usable_cores`.
     """
     names = sorted(AGENTS) if agents is None else list(agents)
     unknown = [n for n in names if n not in AGENTS]
     if unknown:
         raise ValueError(f"bench_agents: unknown agent(s) {unknown}; registered: {sorted(AGENTS)}")
+    peak = matmul_peak_gflop_per_s()
     key = jax.random.PRNGKey(seed)
     batch = _random_batch(key, batch_size, OBS_DIM, ACT_DIM)
     online_like = (jnp.arange(batch_size) % 2 == 0)[None]
@@ -77,19 +133,31 @@ def bench_agents(batch_size: int = 256, seconds: float = 10.0, agents: tuple[str
         cls = AGENTS[name]
         load = os.getloadavg()[0]
         agent = cls.create(jax.random.PRNGKey(seed), OBS_DIM, ACT_DIM, cls.presets["locomotion"])
-        ups, cpu_ups, compile_s = _time_updates(agent, batch, None, seconds)
-        s_ups, s_cpu_ups, _ = _time_updates(agent, batch, online_like, seconds)
-        results[name] = {
-            "updates_per_s": ups,
-            "cpu_updates_per_s": cpu_ups,
-            "stratified_updates_per_s": s_ups,
-            "stratified_cpu_updates_per_s": s_cpu_ups,
-            "compile_s": compile_s,
+        entry: dict = {}
+        for prefix, strata in (("", None), ("stratified_", online_like)):
+            timing = _time_updates(agent, batch, strata, seconds)
+            gflop = update_gflop(agent, batch, strata)
+            entry |= {
+                f"{prefix}updates_per_s": timing["updates_per_s"],
+                f"{prefix}cpu_updates_per_s": timing["cpu_updates_per_s"],
+                f"{prefix}cpu_ms_per_update": timing["cpu_ms_per_update"],
+                f"{prefix}gflop_per_update": gflop,
+                f"{prefix}gflop_per_s": gflop * timing["updates_per_s"],
+                f"{prefix}cpu_gflop_per_s": gflop * timing["cpu_updates_per_s"],
+                f"{prefix}fraction_of_peak": gflop * timing["updates_per_s"] / peak,
+                f"{prefix}cpu_fraction_of_peak": gflop * timing["cpu_updates_per_s"] / peak,
+                f"{prefix}peak_limited_updates_per_s": peak / gflop,
+            }
+            if not prefix:
+                entry["compile_s"] = timing["compile_s"]
+        results[name] = entry | {
+            "matmul_peak_gflop_per_s": peak,
             "batch_size": batch_size,
             "obs_dim": OBS_DIM,
             "act_dim": ACT_DIM,
             "backend": jax.default_backend(),
             "cpu_count": os.cpu_count(),
+            "usable_cores": usable_cores(),
             "load_avg_1m": load,  # other jobs on the machine at the start of this agent's run
         }
     return results

@@ -36,7 +36,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stratdiff.agents.base import Metrics, check_update_inputs, masked_mean, run_utd, soft_update, stratum_metrics
+from stratdiff.agents.base import (
+    Metrics,
+    check_update_inputs,
+    jit_update,
+    masked_mean,
+    run_utd,
+    soft_update,
+    stratum_metrics,
+)
 from stratdiff.nn import Ensemble, StateActionValue, TanhGaussianPolicy
 from stratdiff.nn.policies import tanh_gaussian_sample
 from stratdiff.types import Batch
@@ -189,7 +197,7 @@ class CalQL(flax.struct.PyTreeNode):
             config=config,
         )
 
-    @jax.jit
+    @jit_update
     def update(self, batch: Batch, online_like: jax.Array | None = None,
                next_candidates: jax.Array | None = None) -> tuple[CalQL, Metrics]:
         """U = batch.observations.shape[0] gradient steps (module docstring).
@@ -231,14 +239,15 @@ def _update_step(agent: CalQL, batch: Batch, online_like, _unused) -> tuple[CalQ
         mean, log_std = actor.apply(params, obs)
         new_act, logp = tanh_gaussian_sample(k_actor, mean, log_std)
         q_new = critic.apply(agent.critic_params, obs, new_act).min(0)
-        return jnp.mean(alpha * logp - q_new), logp
+        return jnp.mean(alpha * logp - q_new), (logp, mean, log_std)
 
-    (actor_loss, logp), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(agent.actor_params)
+    (actor_loss, (logp, mean_s, log_std_s)), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+        agent.actor_params)
     alpha_loss_fn = lambda la: -jnp.mean(la * jax.lax.stop_gradient(logp + target_entropy))  # noqa: E731
     alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(agent.log_alpha)
 
-    # Sampled actions (pre-step policy, no gradient): pi(s'), uniform, pi(s).
-    mean_s, log_std_s = actor.apply(agent.actor_params, obs)
+    # Sampled actions (pre-step policy, no gradient): pi(s'), uniform, pi(s). The policy at s
+    # is the actor loss's forward pass (same pre-step parameters), not a second one.
     mean_n, log_std_n = actor.apply(agent.actor_params, next_obs)
     n_target = n if cfg.cql_max_target_backup else 1
     next_act, next_logp = _sample_n(k_target, mean_n, log_std_n, n_target)

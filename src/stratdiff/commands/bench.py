@@ -44,9 +44,13 @@ def machine() -> dict[str, object]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "jax": jax.__version__,
+    from stratdiff.agents.bench import matmul_peak_gflop_per_s, usable_cores
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cores(), "jax": jax.__version__,
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0], "load_avg_1m": os.getloadavg()[0],
+            # f32 2048 x 2048 matrix product, measured now: the arithmetic peak the sections' rates compare with
+            "matmul_f32_2048_gflop_per_s": matmul_peak_gflop_per_s()}
 
 
 def main(argv: list[str]) -> int:
