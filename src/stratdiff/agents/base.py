@@ -51,30 +51,16 @@ class Agent(Protocol):
 
 # ----------------------------------------------------------------------------- compilation
 
-# XLA:CPU (jax 0.10) sends dense matrix products to YNNPACK fusions by default. On this
-# project's 2-core AMD EPYC its Eigen kernels, used when YNN fusions are switched off, run
-# the large critic products faster: Cal-QL's update takes 5-10% less CPU time (236-242 ->
-# 213-229 ms on one core), IQL's 0-3% (within noise); results/bench-2core-cpu.json. Only
-# the kernel library changes: the same operations on the same values, results equal up to
-# float rounding. The option is a field of XLA's DebugOptions, so other backends accept
-# it and ignore it.
-UPDATE_COMPILER_OPTIONS: dict[str, str] = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-def _supported_compiler_options(options: Mapping[str, Any]) -> dict[str, Any] | None:
-    """`options` when this jaxlib knows them (one trivial compile to find out), else None."""
-    try:
-        jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(jnp.zeros(())).compile()
-    except RuntimeError as err:  # jax.errors.JaxRuntimeError
-        if "No such compile option" not in str(err):
-            raise
-        return None  # another jaxlib version without it: default compilation
-    return dict(options)
+# Measured and not kept: compiling the updates with XLA:CPU's YNNPACK dot fusions switched off
+# (compiler option xla_cpu_experimental_ynn_fusion_type="") gave Cal-QL's update 5-10% less
+# CPU time on this 2-core AMD EPYC (IQL: within noise). JAX accepts compiler options only on
+# a top-level jit, and the runner calls `update` inside its own jitted scan and online step,
+# so the option cannot be set per update; it is left at XLA's default.
 
 
 def jit_update(fn: Callable) -> Callable:
-    """`jax.jit` for an agent's `update` method, with `UPDATE_COMPILER_OPTIONS` where supported."""
-    return jax.jit(fn, compiler_options=_supported_compiler_options(UPDATE_COMPILER_OPTIONS))
+    """`jax.jit` for an agent's `update` method (one place to change how updates compile)."""
+    return jax.jit(fn)
 
 
 # ----------------------------------------------------------------------------- configs
