@@ -114,8 +114,8 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "default": dict(offline_steps=50_000, online_steps=15_000, online_warmup_steps=1000,
                         log_every=500, eval_every=2500, eval_episodes=10, checkpoint_every=2500),
-        "calql": dict(offline_steps=10_000, online_steps=10_000, online_warmup_steps=1000,
-                      log_every=500, eval_every=2000, eval_episodes=10, checkpoint_every=2000),
+        "calql": dict(offline_steps=10_000, online_steps=5_000, online_warmup_steps=1000,
+                      log_every=250, eval_every=1000, eval_episodes=10, checkpoint_every=1000),
     },
     "paper": {
         "default": dict(offline_steps=1_000_000, online_steps=200_000, online_warmup_steps=5000,
