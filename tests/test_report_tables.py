@@ -65,7 +65,10 @@ def runs_root(tmp_path_factory) -> Path:
     }
     for (algo, (ds, env)), values in scores.items():
         for seed, value in enumerate(values):
-            write_run(root / "main" / algo / ds / f"seed{seed}", algo, ds, env, seed, value)
+            # StratDiff on walker2d took over IQL's offline phase: the same method, not a variant
+            reuse = ({"reuse_offline_from": str(root / "main" / "iql" / ds / f"seed{seed}")}
+                     if (algo, ds) == ("stratdiff-iql", W2D[0]) else None)
+            write_run(root / "main" / algo / ds / f"seed{seed}", algo, ds, env, seed, value, overrides=reuse)
     # unfinished: its last evaluation (1000) must not reach any table
     write_run(root / "main" / "stratdiff-iql" / HOP[0] / "seed2", "stratdiff-iql", *HOP, 2, 2000.0, finished=False)
     # an ablation in a folder whose name says nothing about it: UTD=10 on walker2d only

@@ -41,7 +41,9 @@ import numpy as np
 
 from stratdiff.experiments import stats
 
-IDENTITY_KEYS = ("algo", "dataset", "env", "seed")
+# What names a run, and where its offline phase came from (`reuse_offline_from`: the same result
+# as computing it, so never a variant).
+IDENTITY_KEYS = ("algo", "dataset", "env", "seed", "reuse_offline_from")
 # Scale: how long and how often, not what is learned. Reported, and part of a column's label
 # only when runs of several scales are read together.
 SCALE_KEYS = ("preset", "offline_steps", "online_steps", "online_warmup_steps", "log_every", "eval_every",
