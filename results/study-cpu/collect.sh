@@ -15,4 +15,5 @@ for summary in "$src"/*/*/seed*/summary.json; do
     [ -e "$run/$f" ] && cp "$run/$f" "$dst/$rel/$f"
   done
 done
+rm -rf results/study-cpu/report  # figures of an earlier collection must not linger
 .venv/bin/stratdiff report "$dst" --out results/study-cpu/report
