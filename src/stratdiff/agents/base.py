@@ -49,20 +49,6 @@ class Agent(Protocol):
     def q_value(self, observations: jax.Array, actions: jax.Array) -> jax.Array: ...
 
 
-# ----------------------------------------------------------------------------- compilation
-
-# Measured and not kept: compiling the updates with XLA:CPU's YNNPACK dot fusions switched off
-# (compiler option xla_cpu_experimental_ynn_fusion_type="") gave Cal-QL's update 5-10% less
-# CPU time on this 2-core AMD EPYC (IQL: within noise). JAX accepts compiler options only on
-# a top-level jit, and the runner calls `update` inside its own jitted scan and online step,
-# so the option cannot be set per update; it is left at XLA's default.
-
-
-def jit_update(fn: Callable) -> Callable:
-    """`jax.jit` for an agent's `update` method (one place to change how updates compile)."""
-    return jax.jit(fn)
-
-
 # ----------------------------------------------------------------------------- configs
 
 

@@ -16,7 +16,6 @@ product's rate measured on the same machine in the same conditions
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from stratdiff.agents import AGENTS
+from stratdiff.benchtools import matmul_peak_gflop_per_s, usable_cores, xla_gflop
 from stratdiff.types import Batch
 
 OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah / Walker2d sizes
@@ -41,42 +41,6 @@ def _random_batch(key: jax.Array, batch_size: int, obs_dim: int, act_dim: int) -
         mc_returns=jax.random.normal(ks[4], shape),
         source=jnp.zeros(shape, jnp.int32),
     )
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity, e.g. 1 under `taskset -c 0`)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-@functools.cache
-def matmul_peak_gflop_per_s(n: int = 2048, seconds: float = 2.0) -> float:
-    """GFLOP/s of one jitted n x n f32 matrix product (2 n^3 FLOPs), best of repeated
-    runs over about `seconds`: the practical arithmetic peak of this machine as the
-    process sees it now (its cores, its neighbours). Measured once per process."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best / 1e9
-
-
-def update_gflop(agent, batch: Batch, online_like=None) -> float:
-    """GFLOPs of one compiled `agent.update(batch, online_like)` by XLA's cost analysis
-    (matrix products, elementwise work and reductions; per call, so per gradient step
-    when the batch's UTD axis is 1)."""
-    compiled = type(agent).update.lower(agent, batch, online_like).compile()
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older jax: one dict per device
-        cost = cost[0]
-    return float(cost["flops"]) / 1e9
 
 
 def _time_updates(agent, batch: Batch, online_like, seconds: float) -> dict[str, float]:
@@ -136,7 +100,7 @@ def bench_agents(batch_size: int = 256, seconds: float = 10.0, agents: tuple[str
         entry: dict = {}
         for prefix, strata in (("", None), ("stratified_", online_like)):
             timing = _time_updates(agent, batch, strata, seconds)
-            gflop = update_gflop(agent, batch, strata)
+            gflop = xla_gflop(type(agent).update, agent, batch, strata)
             entry |= {
                 f"{prefix}updates_per_s": timing["updates_per_s"],
                 f"{prefix}cpu_updates_per_s": timing["cpu_updates_per_s"],

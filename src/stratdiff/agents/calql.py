@@ -36,15 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stratdiff.agents.base import (
-    Metrics,
-    check_update_inputs,
-    jit_update,
-    masked_mean,
-    run_utd,
-    soft_update,
-    stratum_metrics,
-)
+from stratdiff.agents.base import Metrics, check_update_inputs, masked_mean, run_utd, soft_update, stratum_metrics
 from stratdiff.nn import Ensemble, StateActionValue, TanhGaussianPolicy
 from stratdiff.nn.policies import tanh_gaussian_sample
 from stratdiff.types import Batch
@@ -197,7 +189,7 @@ class CalQL(flax.struct.PyTreeNode):
             config=config,
         )
 
-    @jit_update
+    @jax.jit
     def update(self, batch: Batch, online_like: jax.Array | None = None,
                next_candidates: jax.Array | None = None) -> tuple[CalQL, Metrics]:
         """U = batch.observations.shape[0] gradient steps (module docstring).

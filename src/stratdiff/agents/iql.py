@@ -43,7 +43,6 @@ from stratdiff.agents.base import (
     awr_weights,
     check_update_inputs,
     expectile_loss,
-    jit_update,
     run_utd,
     soft_update,
     stratum_metrics,
@@ -182,7 +181,7 @@ class IQL(flax.struct.PyTreeNode):
             config=config,
         )
 
-    @jit_update
+    @jax.jit
     def update(self, batch: Batch, online_like: jax.Array | None = None,
                next_candidates: jax.Array | None = None) -> tuple[IQL, Metrics]:
         """U = batch.observations.shape[0] gradient steps (see the module docstring)."""

@@ -44,7 +44,7 @@ def machine() -> dict[str, object]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    from stratdiff.agents.bench import matmul_peak_gflop_per_s, usable_cores
+    from stratdiff.benchtools import matmul_peak_gflop_per_s, usable_cores
 
     return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cores(), "jax": jax.__version__,
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],

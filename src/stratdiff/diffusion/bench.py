@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stratdiff.benchtools import xla_gflop
 from stratdiff.diffusion.model import (
     BehaviourModel,
     DiffusionConfig,
@@ -45,16 +46,6 @@ def _median_time(fn, repeats: int) -> tuple[float, float]:
     return float(np.median(wall)), float(np.median(cpu))
 
 
-def _gflop(fn, *args, **kwargs) -> float:
-    """XLA's flop count of one compiled call (load-independent cost)."""
-    try:
-        cost = fn.lower(*args, **kwargs).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        return float(cost.get("flops", float("nan"))) / 1e9
-    except Exception:  # noqa: BLE001 - cost analysis is best effort
-        return float("nan")
-
-
 def bench_diffusion(obs_dim: int = 17, action_dim: int = 6, repeats: int = 10, chunk: int = 50,
                     big_batch: bool = True, config: DiffusionConfig | None = None) -> dict:
     """Flat dict of measurements: steps/s and wall ms, process-CPU ms (less sensitive to other jobs
@@ -71,7 +62,7 @@ def bench_diffusion(obs_dim: int = 17, action_dim: int = 6, repeats: int = 10, c
                              max(3, repeats // 3))
     out["train_steps_per_s_batch256"] = chunk / wall
     out["train_cpu_ms_per_step_batch256"] = 1e3 * cpu / chunk
-    out["train_gflop_per_step_batch256"] = _gflop(train_steps, model, obs, act, key, num_steps=1, batch_size=256)
+    out["train_gflop_per_step_batch256"] = xla_gflop(train_steps, model, obs, act, key, num_steps=1, batch_size=256)
     if big_batch:
         wall, cpu = _median_time(lambda: train_steps(model, obs, act, key, num_steps=5, batch_size=4096), 3)
         out["train_steps_per_s_batch4096"] = 5 / wall
@@ -83,7 +74,7 @@ def bench_diffusion(obs_dim: int = 17, action_dim: int = 6, repeats: int = 10, c
         wall, cpu = _median_time(lambda: sample(model, states, key, scale), repeats)  # noqa: B023
         out[f"sample_ms_256_{name}"] = 1e3 * wall
         out[f"sample_cpu_ms_256_{name}"] = 1e3 * cpu
-        out[f"sample_gflop_256_{name}"] = cfg.sampler.steps * _gflop(sample, model, states, key, scale,
+        out[f"sample_gflop_256_{name}"] = cfg.sampler.steps * xla_gflop(sample, model, states, key, scale,
                                                                      sampler=one_step)
     support = support_actions(model, states, key, 16)
     q = jnp.sum(support, axis=-1)

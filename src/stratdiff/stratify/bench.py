@@ -19,7 +19,8 @@ import jax.numpy as jnp
 
 from stratdiff.agents import AGENTS
 from stratdiff.agents.base import make_config
-from stratdiff.diffusion import PRESETS, BehaviourModel
+from stratdiff.benchtools import xla_gflop
+from stratdiff.diffusion import PRESETS, BehaviourModel, energy_update, sample
 from stratdiff.runner import _online_update
 from stratdiff.stratify import NoStratifier
 from stratdiff.stratify.stratdiff import SCALE_DEFAULTS, StratDiffConfig, StratDiffStratifier, make_stratifier
@@ -65,9 +66,28 @@ def _time(agent, stratifier, seconds: float) -> float:
     return 1000.0 * (time.perf_counter() - t0) / n
 
 
+def stratifier_gflop(strat: StratDiffStratifier) -> dict[str, float]:
+    """XLA's flop count of what the stratifier adds to one online update: the guided samples
+    (a 1-step solve times the solver's steps, since XLA counts a scan body once) and the CEP
+    step averaged over its `energy_every` schedule."""
+    obs = jnp.zeros((BATCH, OBS))
+    key = jax.random.PRNGKey(0)
+    m = strat.config.num_guided if strat.config.score == "gaussian_fit" else 1
+    one_step = dataclasses.replace(strat.sampler, steps=1, order=1)
+    guided = strat.sampler.steps * xla_gflop(sample, strat.model, obs, key, strat.guidance_scale,
+                                             num_samples=m, sampler=one_step)
+    n = strat.model.config.energy_batch_size
+    cep = xla_gflop(energy_update, strat.model, strat.support_obs[:n], strat.support[:n],
+                    jnp.zeros(strat.support.shape[:2])[:n], key) / strat.config.energy_every
+    return {"guided_gflop": guided, "cep_gflop_per_call": cep}
+
+
 def bench_online_step(seconds: float = 10.0) -> dict[str, float]:
-    """ms per online update for each backbone, alone and with StratDiff (cpu and paper settings)."""
+    """ms per online update for each backbone, alone and with StratDiff (cpu and paper settings),
+    and the GFLOPs StratDiff adds per update at each setting."""
     out: dict[str, float] = {}
+    for scale in ("cpu", "paper"):
+        out |= {f"{scale}_settings_{k}": v for k, v in stratifier_gflop(_stratifier(scale)).items()}
     for name in ("iql", "calql"):
         cls = AGENTS[name]
         agent = cls.create(jax.random.PRNGKey(0), OBS, ACT, make_config(cls, "locomotion"))

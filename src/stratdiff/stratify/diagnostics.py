@@ -81,8 +81,7 @@ def split_agreement(runner, batches: int, key: jax.Array, energy_lags: tuple[int
     if strat.guidance_scale is not None and strat.config.online_energy_updates:
         ahead = reference
         for lag in range(1, max(energy_lags, default=0) + 1):
-            ahead, _ = jax.jit(lambda s, a, k: s.energy_step(a, k))(ahead, runner.agent,
-                                                                  jax.random.fold_in(key, 10_000 + lag))
+            ahead, _ = _energy_step(ahead, runner.agent, jax.random.fold_in(key, 10_000 + lag))
             if lag in energy_lags:
                 # agreement is symmetric: the reference is `lag` CEP steps behind this energy
                 variants[f"default, energy {lag} CEP steps behind"] = (ahead, "same")
@@ -103,6 +102,11 @@ def split_agreement(runner, batches: int, key: jax.Array, energy_lags: tuple[int
 @jax.jit
 def _split(strat, agent, batch, key):
     return strat.split(agent, batch, key)
+
+
+@jax.jit
+def _energy_step(strat, agent, key):
+    return strat.energy_step(agent, key)
 
 
 def plot_figure2(table: dict[str, dict[str, float]], path: Path) -> Path:

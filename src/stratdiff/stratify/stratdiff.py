@@ -150,11 +150,11 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
 
     def split(self, agent, batch, key):
         k_energy, k_guided, k_next = jax.random.split(key, 3)
-        strat, metrics = self.replace(calls=self.calls + 1), {}
+        strat, metrics = self, {}
         if self.config.online_energy_updates and self.guidance_scale is not None:
             strat, info = self.scheduled_energy_step(agent, k_energy)
-            strat = strat.replace(calls=self.calls + 1)
             metrics.update({f"strat/{k}": v for k, v in info.items()})
+        strat = strat.replace(calls=self.calls + 1)
         u, b = batch.actions.shape[:2]
         obs = batch.observations.reshape(u * b, -1)
         guided = strat.guided_actions(obs, k_guided)
