@@ -143,6 +143,37 @@ def test_goal_env_draws_a_new_goal_when_one_is_reached():
     env.close()
 
 
+def _goal_angles(env_id, train_step, n=200):
+    """Angles between the ant's heading and the first goal of n resets [n], and the env."""
+    env = envs.make_env(env_id, train_step=train_step)
+    angles = np.array([np.arctan2(*env.reset(seed=k)[0][1::-1]) for k in range(n)])
+    return angles, env
+
+
+def test_goal_curriculum_widens_from_ahead_to_the_full_circle():
+    steps, start = envs.GOAL_CURRICULUM_STEPS, envs.GOAL_CURRICULUM_START_ANGLE
+    assert start == pytest.approx(np.pi / 12) and steps == 300_000
+    assert envs.env_dims("ant-goal-curriculum-v0") == (29, 8)
+    ahead, env = _goal_angles("ant-goal-curriculum-v0", 0)
+    assert env.goal_half_angle() == pytest.approx(np.pi / 12)
+    assert np.abs(ahead).max() <= np.pi / 12 + 1e-4 and np.abs(ahead).max() > 0.8 * np.pi / 12
+    half, env = _goal_angles("ant-goal-curriculum-v0", steps // 2)
+    assert env.goal_half_angle() == pytest.approx((np.pi / 12 + np.pi) / 2)  # 97.5 degrees
+    assert np.abs(half).max() <= np.deg2rad(97.5) + 1e-4 and np.abs(half).max() > np.deg2rad(80)
+    env.step(np.zeros(8, np.float32))  # every step advances the schedule
+    assert env.train_step == steps // 2 + 1
+    full, env = _goal_angles("ant-goal-curriculum-v0", 2 * steps)
+    assert env.goal_half_angle() == pytest.approx(np.pi)
+    assert (np.abs(full) > np.pi / 2).mean() > 0.35  # behind the ant about half the time
+    plain, env = _goal_angles("ant-goal-v0", 0)
+    assert env.goal_half_angle() == pytest.approx(np.pi) and (np.abs(plain) > np.pi / 2).mean() > 0.35
+    env.close()
+    # the training env is evaluated on ant-goal-v0's full-circle goals
+    assert envs.get_spec("ant-goal-curriculum-v0").eval_env_id == "ant-goal-v0"
+    zero = lambda o: np.zeros((len(o), 8))  # noqa: E731
+    assert envs.evaluate(zero, "ant-goal-curriculum-v0", 1, 5) == envs.evaluate(zero, "ant-goal-v0", 1, 5)
+
+
 # ------------------------------------------------------------------- rules and builds
 
 

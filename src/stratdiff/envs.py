@@ -13,6 +13,9 @@ that end on success (as D4RL's evaluation does).
 collector's low-level controller is trained with SAC: the same ant model and physics as
 AntMaze, a 29-d observation (the goal relative to the ant in its heading frame + the 27-d
 state), a reward for progress toward the goal and a new goal whenever one is reached.
+`ant-goal-curriculum-v0` is the same task for training only: its goals start within a narrow
+cone ahead of the ant that widens to the full circle over `GOAL_CURRICULUM_STEPS` steps
+(`AntGoal`'s docstring says why); its evaluations (`evaluate`) run on `ant-goal-v0`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class EnvSpec:
     maze: str | None = None  # AntMaze grid name, None for a plain gymnasium env
     goal_reaching: bool = False  # score = success rate x 100
     controller: bool = False  # the open-floor goal-reaching ant (`AntGoal`)
+    goal_curriculum: bool = False  # AntGoal with the goal-direction curriculum (training only)
+    eval_env_id: str | None = None  # `evaluate` runs this id instead (None: the id itself)
 
 
 # D4RL reference scores (shared/notes/reference.md); v5 envs share v2's references.
@@ -54,6 +59,8 @@ ENV_SPECS: dict[str, EnvSpec] = {
     "antmaze-medium-play-v0": EnvSpec(0.0, 1.0, 1000, maze="medium", goal_reaching=True),
     "antmaze-medium-diverse-v0": EnvSpec(0.0, 1.0, 1000, maze="medium", goal_reaching=True),
     "ant-goal-v0": EnvSpec(None, None, 1000, controller=True),
+    "ant-goal-curriculum-v0": EnvSpec(None, None, 1000, controller=True, goal_curriculum=True,
+                                      eval_env_id="ant-goal-v0"),
 }
 
 # D4RL's maze grids (1 wall, 0 free) with the evaluation start "r" and goal "g".
@@ -78,6 +85,10 @@ MAZES: dict[str, list[list]] = {
 }
 GOAL_RADIUS = 0.5  # D4RL: reward 1 and success within 0.5 of the goal
 MAZE_SCALING = 4.0  # size of one maze cell (gymnasium-robotics' and D4RL's AntMaze)
+# ant-goal-curriculum-v0: goal directions within +-GOAL_CURRICULUM_START_ANGLE of the heading at
+# step 0, widening linearly to the full circle (+-pi) at step GOAL_CURRICULUM_STEPS.
+GOAL_CURRICULUM_START_ANGLE = np.pi / 12  # 15 degrees
+GOAL_CURRICULUM_STEPS = 300_000
 
 
 class UnknownEnvError(ValueError):
@@ -169,10 +180,27 @@ class AntGoal(gym.Wrapper):
     `goal_steps` steps without reaching it. Episodes end as Ant-v5's do (torso height
     outside [0.2, 1.0]) or at the time limit. `info["goals_reached"]` counts the goals
     reached so far in the episode.
+
+    Goal-direction curriculum (`curriculum_steps` > 0, the training env
+    `ant-goal-curriculum-v0`): a goal's direction is drawn uniformly within
+    +-`goal_half_angle()` of the ant's heading instead of the full circle; the half-angle
+    grows linearly from `curriculum_start_angle` to pi (the full circle, the same
+    distribution as without the curriculum) over the first `curriculum_steps` steps this env
+    has taken (`train_step`, counted from the `train_step` given at construction, so a
+    resumed training run continues its schedule). Why: SAC trained on the full-circle task
+    (checkpoints/sac/ant-goal-s0, 240k steps) only learned to stand (return ~900 per 1000
+    steps = the survive bonus minus control costs; its ant drifts ~5 m per episode and
+    reaches ~0.3 goals): with a uniformly random goal direction any fixed gait earns zero
+    expected progress while the control and contact costs punish every movement, so standing
+    is a strong local optimum and progress pays only once the gait is steered by the goal.
+    With the goals ahead the task starts as Ant-v5's forward running (progress = forward
+    velocity), which SAC learns in ~100-200k steps, and turning is learned as the cone
+    widens. The rewards are unchanged.
     """
 
     def __init__(self, max_episode_steps: int = 1000, goal_distance: tuple[float, float] = (1.0, 6.0),
-                 goal_steps: int = 200):
+                 goal_steps: int = 200, curriculum_steps: int = 0,
+                 curriculum_start_angle: float = GOAL_CURRICULUM_START_ANGLE, train_step: int = 0):
         env = gym.make("Ant-v5", exclude_current_positions_from_observation=False,
                        include_cfrc_ext_in_observation=False, max_episode_steps=max_episode_steps)
         super().__init__(env)
@@ -184,10 +212,26 @@ class AntGoal(gym.Wrapper):
         self._xy = np.zeros(2)
         self._goal_age = 0
         self._reached = 0
+        self.curriculum_steps = curriculum_steps
+        self.curriculum_start_angle = curriculum_start_angle
+        self.train_step = train_step
+        self._state = np.zeros(27)
+
+    def goal_half_angle(self) -> float:
+        """The largest angle between the ant's heading and a new goal's direction: pi without
+        the curriculum, else linear in `train_step` up to pi at `curriculum_steps`."""
+        if self.curriculum_steps <= 0:
+            return float(np.pi)
+        frac = min(1.0, self.train_step / self.curriculum_steps)
+        return float(self.curriculum_start_angle + (np.pi - self.curriculum_start_angle) * frac)
 
     def _new_goal(self):
         r = self.np_random.uniform(*self.goal_distance)
-        angle = self.np_random.uniform(0.0, 2.0 * np.pi)
+        if self.curriculum_steps > 0:
+            half = self.goal_half_angle()
+            angle = float(ant_yaw(self._state)) + self.np_random.uniform(-half, half)
+        else:  # ant-goal-v0's draws, unchanged
+            angle = self.np_random.uniform(0.0, 2.0 * np.pi)
         self.goal = self._xy + r * np.array([np.cos(angle), np.sin(angle)])
         self._goal_age = 0
 
@@ -198,6 +242,7 @@ class AntGoal(gym.Wrapper):
     def reset(self, **kwargs):
         raw, info = self.env.reset(**kwargs)
         self._xy = raw[:2].copy()
+        self._state = raw[2:].copy()
         self._reached = 0
         self._new_goal()
         info["goal"] = self.goal.copy()
@@ -207,6 +252,8 @@ class AntGoal(gym.Wrapper):
         before = np.linalg.norm(self.goal - self._xy)
         raw, _, terminated, truncated, info = self.env.step(action)
         self._xy = raw[:2].copy()
+        self._state = raw[2:].copy()
+        self.train_step += 1
         after = np.linalg.norm(self.goal - self._xy)
         progress = (before - after) / self.unwrapped.dt
         reward = progress + info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]
@@ -221,14 +268,17 @@ class AntGoal(gym.Wrapper):
         return self._obs(raw), float(reward), terminated, truncated, info
 
 
-def make_env(env_id: str, seed: int | None = None) -> gym.Env:
+def make_env(env_id: str, seed: int | None = None, train_step: int = 0) -> gym.Env:
     """Make an environment by id (see the module docstring). `seed` seeds the action space;
-    pass the episode seed to `reset`."""
+    pass the episode seed to `reset`. `train_step`: the training step the env starts at
+    (only a curriculum env uses it: a resumed run passes its step)."""
     spec = get_spec(env_id)
     if spec.maze is not None:
         env: gym.Env = AntMazeD4RL(MAZES[spec.maze], spec.max_episode_steps)
     elif spec.controller:
-        env = AntGoal(spec.max_episode_steps)
+        env = AntGoal(spec.max_episode_steps,
+                      curriculum_steps=GOAL_CURRICULUM_STEPS if spec.goal_curriculum else 0,
+                      train_step=train_step)
     else:
         env = gym.make(env_id, max_episode_steps=spec.max_episode_steps)
     if seed is not None:
@@ -268,13 +318,17 @@ def evaluate(
 
     Returns the mean return, its normalised score (with `ref_scores`, or the env's D4RL
     references when known) and, for goal-reaching tasks, the success rate. Episode i is
-    reset with seed `seed + i`, so the same seed gives the same evaluation.
+    reset with seed `seed + i`, so the same seed gives the same evaluation. An id with an
+    `eval_env_id` (`ant-goal-curriculum-v0`) is evaluated on that id (`ant-goal-v0`). For the
+    goal-reaching ant `goals_reached` is the mean number of goals reached per episode.
     """
+    env_id = get_spec(env_id).eval_env_id or env_id
     envs = [make_env(env_id) for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     success = np.zeros(episodes, dtype=bool)
+    goals = np.zeros(episodes)
     alive = np.ones(episodes, dtype=bool)
     while alive.any():
         idx = np.flatnonzero(alive)
@@ -285,6 +339,7 @@ def evaluate(
             returns[i] += r
             lengths[i] += 1
             success[i] |= bool(info.get("success", False))
+            goals[i] = info.get("goals_reached", 0)
             if term or trunc:
                 alive[i] = False
     for env in envs:
@@ -293,6 +348,8 @@ def evaluate(
            "length": float(lengths.mean())}
     spec = get_spec(env_id)
     refs = ref_scores or reference_scores(env_id)
+    if spec.controller:
+        out["goals_reached"] = float(goals.mean())
     if spec.goal_reaching:
         out["success"] = float(success.mean())
         out["score"] = 100.0 * out["success"]

@@ -120,7 +120,8 @@ def load_controller(path: str | Path | None = None):
 
 
 def snapshot_controller(run_dir: str | Path, step: int) -> Controller:
-    """The actor snapshot of `step` of a SAC run on `ant-goal-v0` as a controller."""
+    """The actor snapshot of `step` of a SAC run on `ant-goal-v0` (or `ant-goal-curriculum-v0`,
+    the same task) as a controller."""
     import json
 
     from stratdiff.behaviour.policies import BehaviourPolicy
@@ -128,7 +129,7 @@ def snapshot_controller(run_dir: str | Path, step: int) -> Controller:
 
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
-    if config["train"]["env_id"] != CONTROLLER_ENV:
+    if not get_spec(config["train"]["env_id"]).controller:  # ant-goal-v0 or its curriculum
         raise ValueError(f"{run_dir}: a run on {config['train']['env_id']}, not {CONTROLLER_ENV}")
     path = run_dir / "snapshots" / f"actor_{step:08d}.msgpack"
     if not path.exists():

@@ -209,7 +209,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, sac_cfg: SACConfig = SACConfig(
         log(f"{out}: already at step {step} >= {cfg.steps}")
         return out
 
-    env = make_env(cfg.env_id, seed=cfg.seed + step)
+    env = make_env(cfg.env_id, seed=cfg.seed + step, train_step=step)  # a curriculum resumes at `step`
     low, high = _bounds(env)
     env.action_space.seed(cfg.seed + step)
     obs, _ = env.reset(seed=cfg.seed * 1_000_003 + step)
