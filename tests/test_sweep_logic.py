@@ -82,6 +82,16 @@ def test_share_offline_points_each_method_at_its_backbones_run(tmp_path):
     assert not any(o.startswith("reuse_offline_from") for o in alone[0].options)
 
 
+def test_share_offline_reuses_a_backbone_run_left_by_an_earlier_sweep(tmp_path):
+    cfg = sweep.SweepConfig(algos=("stratdiff-iql",), datasets=("y",), seeds=(0, 1), preset="cpu",
+                            out=str(tmp_path), share_offline=True)
+    donor = sweep.run_dir(tmp_path, "iql", "y", 1)
+    donor.mkdir(parents=True)
+    (donor / "offline_agent.json").write_text("{}")  # seed 1's IQL run finished its offline phase
+    reuse = [[o for o in r.options if o.startswith("reuse_offline_from=")] for r in sweep.plan(cfg)]
+    assert reuse == [[], [f"reuse_offline_from={json.dumps(str(donor))}"]]  # seed 0 has no donor
+
+
 def test_plan_folders_and_options(tmp_path):
     cfg = sweep.SweepConfig(algos=("iql", "stratdiff-iql"), datasets=("a/x.hdf5", "y"), seeds=(0, 4),
                             preset="cpu", out="OUT", env="Hopper-v5", overrides=("utd=10", "agent.expectile=0.8"))

@@ -51,8 +51,9 @@ class SweepArgs:
     exchange_cap: int | None = None
     """StratDiff: at most this many samples cross strata each way per batch (Table 7)."""
     share_offline: bool = False
-    """A method on a backbone that also runs here (stratdiff-iql next to iql, same dataset and seed)
-    takes over that run's offline phase instead of repeating it (`reuse_offline_from`)."""
+    """A method on a backbone that also runs here (stratdiff-iql next to iql, same dataset and seed),
+    or whose backbone run in --out already finished its offline phase (an earlier sweep), takes
+    over that run's offline phase instead of repeating it (`reuse_offline_from`)."""
     dry_run: bool = False
     """Print the runs and their state (new / resume / finished / conflict) without running."""
 

@@ -74,8 +74,9 @@ class SweepConfig:
     ray_address: str | None = None  # "auto", "host:port", "ray://..."; None: local pool
     max_retries: int = 1  # extra attempts for a failed run
     command: tuple[str, ...] | None = None  # training command prefix; None: default_command()
-    # a run whose backbone also runs plainly in this sweep (stratdiff-iql next to iql) takes over
-    # that run's offline phase (`reuse_offline_from`) instead of repeating it
+    # a run whose backbone also runs plainly in this sweep (stratdiff-iql next to iql), or already
+    # finished its offline phase in `out` (an earlier sweep), takes over that run's offline phase
+    # (`reuse_offline_from`) instead of repeating it
     share_offline: bool = False
 
     def __post_init__(self):
@@ -138,10 +139,12 @@ def plan(cfg: SweepConfig) -> list[RunSpec]:
                 sets = list(cfg.overrides)
                 if cfg.share_offline:
                     from stratdiff.methods import METHODS
+                    from stratdiff.runner import OFFLINE_META
 
                     backbone = METHODS[algo].agent if algo in METHODS else algo
-                    if backbone != algo and backbone in cfg.algos:
-                        sets.append(f"reuse_offline_from={json.dumps(str(run_dir(cfg.out, backbone, dataset, seed)))}")
+                    donor = run_dir(cfg.out, backbone, dataset, seed)
+                    if backbone != algo and (backbone in cfg.algos or (donor / OFFLINE_META).is_file()):
+                        sets.append(f"reuse_offline_from={json.dumps(str(donor))}")
                 if sets:
                     options += ["--set", *sets]
                 runs.append(RunSpec(algo, dataset, int(seed), str(folder), tuple(options)))
