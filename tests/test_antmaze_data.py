@@ -254,10 +254,11 @@ def test_success_rate_of_a_scripted_controller_on_the_evaluation_task():
     assert out["success"] == 0.0 and out["length"] == 700 and out["episodes"] == 2
 
 
-def test_sac_driver_trains_and_resumes_on_the_goal_env(tmp_path):
+def test_sac_driver_trains_resumes_and_exports_the_controller(tmp_path):
+    from stratdiff.behaviour.policies import export_policy
     from stratdiff.behaviour.train import TrainConfig, read_checkpoint_step, train
 
-    cfg = TrainConfig(env_id="ant-goal-v0", steps=200, start_steps=100, eval_every=100,
+    cfg = TrainConfig(env_id="ant-goal-curriculum-v0", steps=200, start_steps=100, eval_every=100,
                       eval_episodes=1, buffer_size=200)
     sac = SACConfig(hidden_dims=(16, 16))
     train(TrainConfig(**{**cfg.__dict__, "steps": 100}), tmp_path / "run", sac, progress=False, log=lambda m: None)
@@ -267,3 +268,11 @@ def test_sac_driver_trains_and_resumes_on_the_goal_env(tmp_path):
     assert len(rows) == 3 and rows[0].startswith("step,")
     act = antmaze.snapshot_controller(tmp_path / "run", 200)(np.zeros((2, 29), np.float32))
     assert act.shape == (2, 8) and np.abs(act).max() <= 1.0
+    # exported as the controller of the task it solves, with its planner-steered success rate
+    out = export_policy(tmp_path / "run", 200, "expert", episodes=2, dest=tmp_path / "controller")
+    meta = json.loads((out / "policy.json").read_text())
+    assert meta["env_id"] == "ant-goal-v0" and meta["train_config"]["env_id"] == "ant-goal-curriculum-v0"
+    success = meta["antmaze_umaze_success"]
+    assert success["episodes"] == 2 and success["noise_std"] == 0.2 and 0.0 <= success["success"] <= 1.0
+    policy = antmaze.load_controller(out)
+    np.testing.assert_array_equal(antmaze.policy_controller(policy)(np.zeros((2, 29), np.float32)), act)

@@ -290,9 +290,13 @@ def export_policy(run_dir: str | Path, step: int, level: str, episodes: int = 30
 
     if level not in ("medium", "expert"):
         raise ValueError(f"--level must be medium or expert, not {level!r}")
+    from stratdiff.envs import get_spec
+
     run_dir = Path(run_dir)
     config = _run_config(run_dir)
-    env_id = config["train"]["env_id"]
+    # the task the policy solves: a run on a training variant (ant-goal-curriculum-v0) exports
+    # as its evaluation id (ant-goal-v0), where the data builders look for it
+    env_id = get_spec(config["train"]["env_id"]).eval_env_id or config["train"]["env_id"]
     out = Path(dest) if dest is not None else policy_dir(env_id, level)
     out.mkdir(parents=True, exist_ok=True)
     snap = run_dir / "snapshots" / f"actor_{step:08d}.msgpack"
@@ -318,6 +322,11 @@ def export_policy(run_dir: str | Path, step: int, level: str, episodes: int = 30
         "stratdiff_version": stratdiff.__version__,
         "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if get_spec(env_id).controller:  # the AntMaze data controller: how often it reaches the goal
+        from stratdiff.behaviour.antmaze import NOISE_STD, snapshot_controller, success_rate
+
+        meta["antmaze_umaze_success"] = success_rate(snapshot_controller(run_dir, step), "antmaze-umaze-v0",
+                                                     episodes, seed=2_000_000, noise_std=NOISE_STD)
     selection = run_dir / "medium_selection.json"
     if level == "medium" and selection.exists():
         meta["selection"] = json.loads(selection.read_text())
