@@ -203,8 +203,9 @@ def test_collection_does_not_depend_on_the_number_of_side_by_side_envs():
     assert np.abs(a["actions"]).max() <= 1.0
 
 
-def test_tiny_antmaze_build_writes_minari_with_goals(tmp_path, controller_dir, capsys):
-    _, ds, _ = builders.build("antmaze-medium-play-v0", size=2300, out=tmp_path / "amp", seed=1,
+def test_tiny_antmaze_build_writes_minari_with_goals(tmp_path, controller_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as typed on the command line
+    _, ds, _ = builders.build("antmaze-medium-play-v0", size=2300, out="amp", seed=1,
                                 policy_dirs={"controller": controller_dir},
                                 command="stratdiff data build antmaze-medium-play-v0 --size 2300")
     back = load_dataset(tmp_path / "amp")

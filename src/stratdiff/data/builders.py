@@ -243,7 +243,7 @@ def write_step_infos(out_dir: str | Path, dataset: Dataset, infos: dict[str, np.
 
     if not infos:
         return
-    data_path = Path(out_dir) / "data"
+    data_path = Path(out_dir).expanduser().absolute() / "data"  # minari's size bookkeeping breaks on relative paths
     starts = dataset.episode_starts()
     ends = np.append(starts[1:], dataset.size)
     with h5py.File(data_path / "main_data.hdf5", "a") as f:
