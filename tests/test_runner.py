@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -94,6 +96,14 @@ def test_train_cli_smoke_and_one_line_errors(hopper_hdf5, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "summary.json").read_text())["online_steps"] == 40
+    assert not (out / "run.lock").exists()  # released at the end
+    busy = tmp_path / "busy"  # a folder another live process (this one) is writing
+    busy.mkdir()
+    (busy / "run.lock").write_text(f"{socket.gethostname()} {os.getpid()}")
+    busy_cmd = [str(busy) if before == "--out" else a for before, a in zip([None, *cmd], cmd)]
+    refused = subprocess.run(busy_cmd, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "run.lock" in refused.stderr and str(os.getpid()) in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and sorted(os.listdir(busy)) == ["run.lock"]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "already holds a run" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1

@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ import pytest
 from stratdiff.agents.sac import SACConfig
 from stratdiff.behaviour import policies
 from stratdiff.behaviour.train import TrainConfig, read_buffer, train
+from stratdiff.locks import FolderBusyError
 
 SAC = SACConfig(hidden_dims=(16, 16))
 
@@ -72,6 +77,15 @@ def test_resume_continues_from_checkpoint(run, tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         train(TrainConfig(env_id="Pendulum-v1", steps=500, seed=4, start_steps=100, batch_size=32,
                           eval_every=100, eval_episodes=2), copy, SAC, progress=False)
+    # one live process trains in a folder at a time; a dead one's lock is taken over
+    (copy / "run.lock").write_text(f"{socket.gethostname()} {os.getpid()}")
+    with pytest.raises(FolderBusyError, match="run.lock"):
+        train(_cfg(500), copy, SAC, progress=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (copy / "run.lock").write_text(f"{socket.gethostname()} {int(dead.stdout)}")
+    logs = []
+    train(_cfg(400), copy, SAC, progress=False, log=logs.append)
+    assert any("already at step 400" in str(m) for m in logs) and not (copy / "run.lock").exists()
 
 
 def test_compact_transitions_round_trip(run):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from stratdiff import locks
 from stratdiff.experiments import sweep
 
 # A stand-in for `stratdiff train`: parses the same options and behaves by seed.
@@ -226,10 +227,10 @@ def test_interrupt_terminates_started_runs(tmp_path, fake):
     assert time.perf_counter() - t0 < 45
     pid = int((folder5 / "pid").read_text())
     for _ in range(50):
-        if not sweep._alive(pid):
+        if not locks._alive(pid):
             break
         time.sleep(0.1)
-    assert not sweep._alive(pid) and len(calls(tmp_path, 5)) == 1  # terminated, not retried
+    assert not locks._alive(pid) and len(calls(tmp_path, 5)) == 1  # terminated, not retried
     manifest = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert {r["seed"]: r["status"] for r in manifest["runs"]} == {5: "interrupted", 0: "done"}
     assert not (folder5 / sweep.LOCK).exists()

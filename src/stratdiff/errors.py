@@ -9,7 +9,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from stratdiff.checkpoint import CheckpointError
     from stratdiff.data import DatasetError
     from stratdiff.envs import UnknownEnvError
+    from stratdiff.locks import FolderBusyError
     from stratdiff.methods import ConfigError
     from stratdiff.runner import DivergenceError, RunError
 
-    return (CheckpointError, DatasetError, UnknownEnvError, ConfigError, DivergenceError, RunError)
+    return (CheckpointError, DatasetError, UnknownEnvError, FolderBusyError, ConfigError, DivergenceError,
+            RunError)

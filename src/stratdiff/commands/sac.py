@@ -78,6 +78,16 @@ def main(argv: list[str]) -> int:
     cmd = tyro.extras.subcommand_cli_from_dict(
         {"train": Train, "select": Select, "export": Export, "pack": Pack, "unpack": Unpack},
         args=argv, prog="stratdiff sac")
+    from stratdiff.errors import user_errors
+
+    try:
+        return _run(cmd)
+    except (*user_errors(), ValueError, FileNotFoundError) as e:
+        print(f"stratdiff sac: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(cmd) -> int:
     if isinstance(cmd, (Pack, Unpack)):
         from stratdiff.behaviour.train import pack_run, unpack_run
 

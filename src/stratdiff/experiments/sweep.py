@@ -35,7 +35,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
+
+from stratdiff.locks import acquire_lock, release_lock
 
 MANIFEST = "sweep.json"
 LOG = "train.log"
@@ -255,49 +256,6 @@ def _final_score(folder: Path) -> float | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def acquire_lock(folder: Path) -> str | None:
-    """Take the run folder's lock; None on success, else who holds it ("HOST PID")."""
-    path = folder / LOCK
-    me = f"{socket.gethostname()} {os.getpid()}"
-    holder = ""
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = path.read_text().strip()
-            except FileNotFoundError:
-                continue  # released meanwhile
-            host, _, pid = holder.partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                path.unlink(missing_ok=True)  # stale: its sweep died without releasing it
-                continue
-            return holder or "unknown"
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return None
-    return holder or "unknown"
-
-
-def release_lock(folder: Path) -> None:
-    path = folder / LOCK
-    try:
-        if path.read_text().strip() == f"{socket.gethostname()} {os.getpid()}":
-            path.unlink()
-    except FileNotFoundError:
-        pass
-
-
 def execute_run(run: RunSpec, command: Sequence[str], max_retries: int, env: dict[str, str] | None = None,
                 register: Callable[[subprocess.Popen | None], None] | None = None,
                 stop: threading.Event | None = None) -> dict[str, Any]:
@@ -316,14 +274,14 @@ def execute_run(run: RunSpec, command: Sequence[str], max_retries: int, env: dic
     if initial == "finished":
         return {**entry, "status": "skipped", "final_score": _final_score(folder)}
     folder.mkdir(parents=True, exist_ok=True)
-    holder = acquire_lock(folder)
+    holder = acquire_lock(folder / LOCK)
     if holder is not None:
         return {**entry, "status": "busy", "final_score": None,
                 "error": f"another sweep ({holder}) is running it ({folder / LOCK})"}
     try:
         return _attempts(run, command, max_retries, env, register, stop, entry, initial)
     finally:
-        release_lock(folder)
+        release_lock(folder / LOCK)
 
 
 def _attempts(run, command, max_retries, env, register, stop, entry, initial) -> dict[str, Any]:

@@ -1,0 +1,64 @@
+"""Run-folder locks: one live process writes a run folder at a time.
+
+A lock is a file holding "HOST PID", created exclusively. A lock left by a process that died
+on this host (killed, crashed) is stale and taken over; one held by a live process, or by
+another host (which cannot be checked), is refused. Standard library only, so the sweep's
+parent process stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+class FolderBusyError(RuntimeError):
+    """Another live process holds the folder's lock."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _me() -> str:
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def acquire_lock(path: str | Path) -> str | None:
+    """Take the lock file `path`; None on success, else who holds it ("HOST PID")."""
+    path = Path(path)
+    holder = ""
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = path.read_text().strip()
+            except FileNotFoundError:
+                continue  # released meanwhile
+            host, _, pid = holder.partition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)  # stale: its process died without releasing it
+                continue
+            return holder or "unknown"
+        with os.fdopen(fd, "w") as f:
+            f.write(_me())
+        return None
+    return holder or "unknown"
+
+
+def release_lock(path: str | Path) -> None:
+    """Remove the lock file `path` if this process holds it."""
+    path = Path(path)
+    try:
+        if path.read_text().strip() == _me():
+            path.unlink()
+    except FileNotFoundError:
+        pass
