@@ -285,3 +285,13 @@ def test_committed_controller_reaches_the_umaze_goal_through_the_planner():
     controller = antmaze.policy_controller(antmaze.load_controller())
     out = antmaze.success_rate(controller, "antmaze-umaze-v0", episodes=8, seed=0)
     assert out["success"] >= 0.75 and out["length"] < 500
+
+
+def test_data_build_cli_uses_the_committed_controller_and_reports_goal_success(tmp_path, capsys):
+    assert cli_main(["data", "build", "antmaze-umaze-v0", "--size", "1000", "--out", str(tmp_path / "u")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    timing = json.loads((tmp_path / "u" / "build_time.json").read_text())
+    assert line.startswith("antmaze-umaze-v0: 1000 transitions, 1 episodes, ")
+    assert f"{100 * timing['episode_success_rate']:.1f}% of episodes reach their goal" in line
+    meta = load_dataset(tmp_path / "u").info.extra["behaviour_policy"]["controller"]
+    assert meta["env_id"] == "ant-goal-v0" and meta["sac_step"] == 800_000 and not meta["provisional"]
