@@ -89,6 +89,9 @@ def test_share_offline_reuses_a_backbone_run_left_by_an_earlier_sweep(tmp_path):
     donor = sweep.run_dir(tmp_path, "iql", "y", 1)
     donor.mkdir(parents=True)
     (donor / "offline_agent.json").write_text("{}")  # seed 1's IQL run finished its offline phase
+    from stratdiff.runner import OFFLINE_META
+
+    assert sweep.OFFLINE_META == OFFLINE_META  # the sweep names the runner's file without importing JAX
     reuse = [[o for o in r.options if o.startswith("reuse_offline_from=")] for r in sweep.plan(cfg)]
     assert reuse == [[], [f"reuse_offline_from={json.dumps(str(donor))}"]]  # seed 0 has no donor
 

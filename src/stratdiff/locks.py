@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+RUN_LOCK = "run.lock"  # the lock of a training run's folder (stratdiff train, stratdiff sac train)
 
 
 class FolderBusyError(RuntimeError):
@@ -62,3 +66,19 @@ def release_lock(path: str | Path) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
+
+
+@contextmanager
+def holding(folder: str | Path, name: str = RUN_LOCK) -> Iterator[None]:
+    """Hold `folder`'s lock file `name` for the block (creating the folder); a FolderBusyError,
+    naming the holder and the lock file, if another live process holds it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    holder = acquire_lock(folder / name)
+    if holder is not None:
+        raise FolderBusyError(f"{folder} is being written by another live process ({holder}, {folder / name}); "
+                              f"wait for it to end or choose another --out")
+    try:
+        yield
+    finally:
+        release_lock(folder / name)

@@ -51,7 +51,6 @@ from stratdiff.methods import METHODS, RunConfig, task_kind
 CHECKPOINT = "checkpoint.msgpack"
 OFFLINE_AGENT = "offline_agent.msgpack"  # the agent at the end of the offline phase (kept for reuse)
 OFFLINE_META = "offline_agent.json"  # its offline signature and scores; written last
-RUN_LOCK = "run.lock"  # "HOST PID" of the process writing this run folder (stratdiff.locks)
 
 # RunConfig fields that do not touch the offline phase: runs that agree on every other field and
 # share a backbone compute the same offline phase, step for step (the PRNG keys come from the seed).
@@ -468,18 +467,11 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: b
 
     `dataset` may pass the already loaded `cfg.dataset`; `stop_after` (tests) stops the run
     like a kill once the global step reaches it. One live process at a time writes a run
-    folder (`run.lock`); a second one is refused with a RunError.
+    folder (`run.lock`); a second one is refused with a FolderBusyError.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    holder = locks.acquire_lock(out / RUN_LOCK)
-    if holder is not None:
-        raise RunError(f"{out} is being written by another live process ({holder}, {out / RUN_LOCK}); "
-                       f"wait for it to end or choose another --out")
-    try:
+    with locks.holding(out):
         return _train(cfg, out, resume, progress, stop_after, dataset)
-    finally:
-        locks.release_lock(out / RUN_LOCK)
 
 
 def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,

@@ -39,11 +39,10 @@ from stratdiff.agents.sac import (
     sample_actions,
 )
 from stratdiff.checkpoint import atomic_write_bytes
-from stratdiff.locks import FolderBusyError, acquire_lock, release_lock
+from stratdiff.locks import holding
 from stratdiff.envs import env_dims, evaluate, make_env
 from stratdiff.types import Batch
 
-RUN_LOCK = "run.lock"  # "HOST PID" of the process training in this run folder (stratdiff.locks)
 BUFFER_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 EVAL_COLUMNS = ("step", "wall_s", "episodes", "return", "return_std", "score", "length",
                 "stoch_return", "stoch_return_std", "stoch_score", "stoch_length",
@@ -176,15 +175,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, sac_cfg: SACConfig = SACConfig(
     """Train (or resume) a SAC run in `out_dir`; returns the run directory. One live process
     at a time trains in a run folder (`run.lock`); a second one is refused."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    holder = acquire_lock(out / RUN_LOCK)
-    if holder is not None:
-        raise FolderBusyError(f"{out} is being trained by another live process ({holder}, {out / RUN_LOCK}); "
-                           f"wait for it to end or use another --out")
-    try:
+    with holding(out):
         return _train(cfg, out, sac_cfg, progress, log)
-    finally:
-        release_lock(out / RUN_LOCK)
 
 
 def _train(cfg: TrainConfig, out: Path, sac_cfg: SACConfig, progress: bool, log) -> Path:

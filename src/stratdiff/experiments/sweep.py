@@ -50,6 +50,7 @@ MANIFEST = "sweep.json"
 LOG = "train.log"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.msgpack"
+OFFLINE_META = "offline_agent.json"  # a run's finished offline phase (stratdiff.runner)
 CONFIG = "config.json"
 LOCK = "sweep.lock"  # "HOST PID" of the sweep process running the run right now
 # Replaces the default training command (a shell-quoted prefix, e.g. for tests or a wrapper).
@@ -140,7 +141,6 @@ def plan(cfg: SweepConfig) -> list[RunSpec]:
                 sets = list(cfg.overrides)
                 if cfg.share_offline:
                     from stratdiff.methods import METHODS
-                    from stratdiff.runner import OFFLINE_META
 
                     backbone = METHODS[algo].agent if algo in METHODS else algo
                     donor = run_dir(cfg.out, backbone, dataset, seed)
