@@ -135,3 +135,23 @@ def test_reused_offline_phase_gives_the_run_it_would_have_computed(hopper_hdf5, 
     fallback = train(smoke_config(hopper_hdf5, rho=0.25, reuse_offline_from=str(tmp_path / "nothing")),
                      tmp_path / "fallback", progress=False)
     assert fallback["offline_phase_from"] is None and fallback["final_score"] == own["final_score"]
+
+
+def test_task_kind_scales_and_offline_eval_schedule(hopper_hdf5, tmp_path):
+    """The `cpu` scale gives IQL on AntMaze its longer offline phase (the pilot in
+    docs/datasets.md) with sparser offline evaluations; locomotion and Cal-QL keep theirs. A run's
+    offline phase evaluates every `offline_eval_every` steps, its online phase every `eval_every`."""
+    am = resolve_config("iql", "d", "antmaze-umaze-v0", "cpu", 0)
+    assert (am.offline_steps, am.offline_eval_every, am.eval_every, am.eval_episodes) == (250_000, 25_000, 2500, 100)
+    assert am.reward_transform == "antmaze_iql"
+    loco = resolve_config("iql", "d", "Hopper-v5", "cpu", 0)
+    assert (loco.offline_steps, loco.offline_eval_every) == (50_000, None)
+    assert resolve_config("calql", "d", "antmaze-umaze-v0", "cpu", 0).offline_steps == 10_000
+    assert resolve_config("iql", "d", "antmaze-umaze-v0", "cpu", 0, {"offline_steps": 7}).offline_steps == 7
+
+    cfg = smoke_config(hopper_hdf5, offline_steps=120, online_steps=60, offline_eval_every=60, eval_every=20)
+    train(cfg, tmp_path / "run", progress=False)
+    evaluated = [(r["phase"], int(r["step"])) for r in read_rows(tmp_path / "run" / "metrics.csv") if r.get("eval/score")]
+    assert evaluated == [("offline", 60), ("offline", 120), ("online", 140), ("online", 160), ("online", 180)]
+    with pytest.raises(RunError, match="offline_eval_every=30 must be a positive multiple of log_every=20"):
+        train(smoke_config(hopper_hdf5, offline_eval_every=30), tmp_path / "bad", progress=False)

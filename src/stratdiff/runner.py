@@ -74,9 +74,10 @@ class RunError(RuntimeError):
 
 
 def _check_config(cfg: RunConfig) -> None:
-    for name in ("eval_every", "checkpoint_every"):
-        if getattr(cfg, name) % cfg.log_every:
-            raise RunError(f"{name}={getattr(cfg, name)} must be a multiple of log_every={cfg.log_every}")
+    for name in ("eval_every", "offline_eval_every", "checkpoint_every"):
+        value = getattr(cfg, name)
+        if value is not None and (value < 1 or value % cfg.log_every):
+            raise RunError(f"{name}={getattr(cfg, name)} must be a positive multiple of log_every={cfg.log_every}")
     if not 0.0 <= cfg.rho <= 1.0:
         raise RunError(f"rho={cfg.rho} must lie in [0, 1]")
     if cfg.utd < 1:
@@ -287,7 +288,7 @@ class Runner:
             self.timing["offline_seconds"] += dt
             row = {k: float(np.mean(v)) for k, v in metrics.items()}
             row["perf/steps_per_s"] = n / dt
-            if self.step % cfg.eval_every == 0 or self.step == cfg.offline_steps:
+            if self.step % (cfg.offline_eval_every or cfg.eval_every) == 0 or self.step == cfg.offline_steps:
                 row.update(self.evaluate())
             self._log(row, bar)
             if bar is not None:

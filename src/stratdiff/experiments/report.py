@@ -47,7 +47,7 @@ IDENTITY_KEYS = ("algo", "dataset", "env", "seed", "reuse_offline_from")
 # Scale: how long and how often, not what is learned. Reported, and part of a column's label
 # only when runs of several scales are read together.
 SCALE_KEYS = ("preset", "offline_steps", "online_steps", "online_warmup_steps", "log_every", "eval_every",
-              "eval_episodes", "checkpoint_every", "batch_size")
+              "offline_eval_every", "eval_episodes", "checkpoint_every", "batch_size")
 # The paper's ablations (Tables 5-8, Figure 4): labels for a value of each setting.
 ABLATION_LABELS: dict[str, Any] = {
     "utd": lambda v: f"UTD={v}",
@@ -62,7 +62,7 @@ ABLATION_LABELS: dict[str, Any] = {
 # unregistered method or environment) and for nested fields that configs leave unset.
 # Scale fields that change no result (only when rows, evaluations and checkpoints happen):
 # left out of column labels, so runs differing only in them share a column.
-BOOKKEEPING_KEYS = ("log_every", "eval_every", "checkpoint_every")
+BOOKKEEPING_KEYS = ("log_every", "eval_every", "offline_eval_every", "checkpoint_every")
 KNOWN_DEFAULTS: dict[str, Any] = {"utd": 1, "rho": 0.5, "stratifier.exchange_cap": None,
                                   "stratifier.guidance": True, "stratifier.stratify": True,
                                   "agent.online_value_loss": "expectile"}
