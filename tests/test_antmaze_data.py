@@ -229,6 +229,8 @@ def test_tiny_antmaze_build_writes_minari_with_goals(tmp_path, controller_dir, c
     assert cli_main(["data", "inspect", str(tmp_path / "amp"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["transitions"] == 2300 and summary["episodes"] == 3 and summary["obs_dim"] == 29
+    reached = [bool(back.rewards[s:s + 1000].any()) for s in back.episode_starts()]
+    assert summary["goal_episode_share"] == pytest.approx(np.mean(reached)) and summary["normalized_score"] is None
     timing = json.loads((tmp_path / "amp" / "build_time.json").read_text())
     assert timing["episode_success_rate"] == behaviour["episode_success_rate"]
 

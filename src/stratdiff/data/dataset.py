@@ -227,7 +227,10 @@ class Dataset:
     # ---------------------------------------------------------------- summary
     def summary(self, ref_scores: tuple[float, float] | None = None) -> dict[str, Any]:
         """Sizes and return statistics over trajectories (JSON-friendly). The normalised score
-        100 * (mean return - min) / (max - min) uses `ref_scores`, else the dataset's own."""
+        100 * (mean return - min) / (max - min) uses `ref_scores`, else the dataset's own. For a
+        goal-reaching environment (AntMaze) it is None and `goal_episode_share` is the share of
+        episodes with a reward (that reach their goal): a sparse reward summed over episodes that
+        go on at the goal is not a D4RL score."""
         returns = self.episode_returns()
         lengths = self.episode_lengths()
         refs = ref_scores or self.info.ref_scores
@@ -249,10 +252,20 @@ class Dataset:
             "ref_min_score": None if refs is None else refs[0],
             "ref_max_score": None if refs is None else refs[1],
             "normalized_score": None,
+            "goal_episode_share": None,
         }
-        if refs is not None and refs[1] != refs[0] and len(returns):
+        if _goal_reaching(self.info.env_id):
+            out["goal_episode_share"] = float((returns > 0).mean()) if len(returns) else 0.0
+        elif refs is not None and refs[1] != refs[0] and len(returns):
             out["normalized_score"] = float(100.0 * (returns.mean() - refs[0]) / (refs[1] - refs[0]))
         return out
+
+
+def _goal_reaching(env_id: str | None) -> bool:
+    from stratdiff.envs import ENV_SPECS  # lazy: gymnasium is not needed to read data
+
+    spec = ENV_SPECS.get(env_id or "")
+    return spec is not None and spec.goal_reaching
 
 
 _EPISODE_KEYS = (
