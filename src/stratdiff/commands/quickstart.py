@@ -21,7 +21,7 @@ import tyro
 
 # The quickstart scale: overrides of the `cpu` preset (see the README for the measured time).
 QUICK: dict[str, object] = {
-    "offline_steps": 5000, "online_steps": 3000, "online_warmup_steps": 500, "log_every": 250,
+    "offline_steps": 5000, "online_steps": 2000, "online_warmup_steps": 500, "log_every": 250,
     "eval_every": 1000, "eval_episodes": 5, "checkpoint_every": 1000,
     "stratifier.diffusion_steps": 3000, "stratifier.support_states": 4096,
     "stratifier.energy_pretrain_steps": 500,
