@@ -104,10 +104,11 @@ class RunConfig:
 
 # ---- presets ---------------------------------------------------------------------------
 # Scale presets: steps and bookkeeping; a scale's "default", then per backbone, then per
-# "<task kind>/<backbone>" (merged in that order). `cpu` is sized so that a StratDiff-IQL run
-# (whose online step costs ~20 IQL steps on 2 cores, mostly the M = 8 guided samples) finishes
-# within about 45 minutes; its backbone runs at the same scale so the two compare. Cal-QL's update costs ~30 IQL
-# updates, so its `cpu` scale is smaller still (see the README for measured run times).
+# "<task kind>/<backbone>" (merged in that order). `cpu` was sized for a 45-minute StratDiff-IQL
+# run on 2 cores (its online step costs ~20 IQL steps, mostly the M = 8 guided samples); measured,
+# such a run takes about 55 minutes on 2 cores and 100 on one. Its backbone runs at the same scale
+# so the two compare. Cal-QL's update costs ~30 IQL updates, so its `cpu` scale is smaller still
+# (see the README for measured run times).
 SCALES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "default": dict(offline_steps=200, online_steps=200, online_warmup_steps=50, log_every=50,

@@ -77,7 +77,7 @@ def _check_config(cfg: RunConfig) -> None:
     for name in ("eval_every", "offline_eval_every", "checkpoint_every"):
         value = getattr(cfg, name)
         if value is not None and (value < 1 or value % cfg.log_every):
-            raise RunError(f"{name}={getattr(cfg, name)} must be a positive multiple of log_every={cfg.log_every}")
+            raise RunError(f"{name}={value} must be a positive multiple of log_every={cfg.log_every}")
     if not 0.0 <= cfg.rho <= 1.0:
         raise RunError(f"rho={cfg.rho} must lie in [0, 1]")
     if cfg.utd < 1:

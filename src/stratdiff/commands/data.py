@@ -72,7 +72,7 @@ def format_summary(s: dict[str, Any]) -> str:
                    f"min {num(s['return_min'])}  max {num(s['return_max'])}"),
         ("reference", "-" if s["ref_min_score"] is None
          else f"min {num(s['ref_min_score'])}  max {num(s['ref_max_score'])}"),
-        ("normalised score", num(s["normalized_score"])) if s.get("goal_episode_share") is None
+        ("normalised score", num(s["normalized_score"])) if s["goal_episode_share"] is None
         else ("goal reached", f"in {100 * s['goal_episode_share']:.1f}% of the episodes"),
     ]
     return "\n".join(f"{k:<17} {v}" for k, v in rows)
