@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -x --durations=15 tests
+	$(VENV)/bin/pytest -q -x -n auto --dist loadfile --durations=15 tests
 
 quickstart: $(STAMP)
 	$(VENV)/bin/stratdiff quickstart
