@@ -56,3 +56,17 @@ def test_evaluate_is_batched_deterministic_and_scored():
     assert a["score"] == pytest.approx(100 * (a["return"] - lo) / (hi - lo))
     maze = envs.evaluate(lambda o: np.zeros((len(o), 8)), "antmaze-umaze-v0", episodes=1, seed=0)
     assert maze["success"] == 0.0 and maze["score"] == 0.0 and maze["length"] == 700
+
+
+def test_antmaze_import_drops_only_the_adroit_notice():
+    # gymnasium-robotics prints a notice about its Adroit envs on import; a fresh process
+    # shows whether stratdiff's import keeps it out of stderr (and so out of run logs).
+    import subprocess
+    import sys
+
+    code = ("import sys; from stratdiff import envs; env = envs.make_env('antmaze-umaze-v0', seed=0); "
+            "env.close(); print('late', file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert envs._ADROIT_NOTICE not in done.stderr
+    assert done.stderr.strip().endswith("late")  # stderr itself is restored after the import

@@ -20,8 +20,11 @@ cone ahead of the ant that widens to the full circle over `GOAL_CURRICULUM_STEPS
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 
@@ -106,6 +109,23 @@ def get_spec(env_id: str) -> EnvSpec:
     raise UnknownEnvError(f"unknown environment id {env_id!r} (known: {known}, or any gymnasium id)")
 
 
+# Printed to stderr by gymnasium-robotics 1.2.1-1.4.2 on import (from farama-notifications); it is
+# about the Adroit hand environments, which stratdiff does not use, and in every run log it
+# became the "last line" a failed sweep run reported.
+_ADROIT_NOTICE = "AdroitHandRelocateDense-v1, AdroitHandHammerDense-v1, AdroitHandDoorDense-v1"
+
+
+def _import_gymnasium_robotics():
+    """gymnasium_robotics (registers AntMaze), without its import-time Adroit notice; anything
+    else it writes to stderr is passed on."""
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        import gymnasium_robotics
+    kept = [line for line in captured.getvalue().splitlines(keepends=True) if _ADROIT_NOTICE not in line]
+    sys.stderr.write("".join(kept))
+    return gymnasium_robotics
+
+
 class AntMazeD4RL(gym.Wrapper):
     """gymnasium-robotics AntMaze made D4RL-like: flat 29-d observation, reward 1 within
     0.5 of the goal, termination on success. `maze_map` may carry "r"/"g" cells."""
@@ -113,9 +133,7 @@ class AntMazeD4RL(gym.Wrapper):
     def __init__(self, maze_map: list[list], max_episode_steps: int, terminate_on_success: bool = True):
         """`terminate_on_success=False` never ends an episode before its time limit (the
         data-collection setting); the goal then stays where it is."""
-        import gymnasium_robotics  # noqa: F401  (registers AntMaze)
-
-        gym.register_envs(gymnasium_robotics)
+        gym.register_envs(_import_gymnasium_robotics())
         # gymnasium-robotics writes a temporary XML per env; keep it in the temp folder.
         os.makedirs(tempfile.gettempdir(), exist_ok=True)
         env = gym.make(
