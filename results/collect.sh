@@ -1,14 +1,22 @@
 #!/bin/bash
-# usage: results/collect.sh RUNS_DIR RESULTS_DIR
+# usage: results/collect.sh [--with-offline-agents] RUNS_DIR RESULTS_DIR
 # Copy the light files of every finished run under RUNS_DIR (config.json, metrics.csv,
 # summary.json, offline_agent.json) into RESULTS_DIR/runs, then write RESULTS_DIR/report.
+# --with-offline-agents also copies each run's offline_agent.msgpack (a few MB: the agent at the
+# end of the offline phase, which `reuse_offline_from` and `sweep --share-offline` take over), so
+# a fresh machine can continue the study without recomputing the offline phases.
 # Unfinished runs (no summary.json) are left out; nothing under RUNS_DIR is changed.
 # e.g. results/collect.sh runs/study results/study-cpu
-#      results/collect.sh runs/antmaze-study results/antmaze-cpu
+#      results/collect.sh --with-offline-agents runs/antmaze-study results/antmaze-cpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
+files="config.json metrics.csv summary.json offline_agent.json"
+if [ "${1:-}" = "--with-offline-agents" ]; then
+  files="$files offline_agent.msgpack"
+  shift
+fi
 if [ $# -ne 2 ]; then
-  echo "usage: results/collect.sh RUNS_DIR RESULTS_DIR" >&2
+  echo "usage: results/collect.sh [--with-offline-agents] RUNS_DIR RESULTS_DIR" >&2
   exit 2
 fi
 src=${1%/}
@@ -20,7 +28,7 @@ for summary in "$src"/*/*/seed*/summary.json; do
   run=$(dirname "$summary")
   rel=${run#"$src"/}
   mkdir -p "$dst/$rel"
-  for f in config.json metrics.csv summary.json offline_agent.json; do
+  for f in $files; do
     if [ -e "$run/$f" ]; then cp "$run/$f" "$dst/$rel/$f"; fi
   done
 done
