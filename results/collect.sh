@@ -1,22 +1,32 @@
 #!/bin/bash
-# usage: results/collect.sh [--with-offline-agents] RUNS_DIR RESULTS_DIR
+# usage: results/collect.sh [--with-offline-agents] [--with-unfinished] RUNS_DIR RESULTS_DIR
 # Copy the light files of every finished run under RUNS_DIR (config.json, metrics.csv,
 # summary.json, offline_agent.json) into RESULTS_DIR/runs, then write RESULTS_DIR/report.
 # --with-offline-agents also copies each run's offline_agent.msgpack (a few MB: the agent at the
 # end of the offline phase, which `reuse_offline_from` and `sweep --share-offline` take over), so
 # a fresh machine can continue the study without recomputing the offline phases.
-# Unfinished runs (no summary.json) are left out; nothing under RUNS_DIR is changed.
+# --with-unfinished also copies every unfinished run (a checkpoint.msgpack but no summary.json)
+# into RESULTS_DIR/unfinished, with its checkpoint, so that a session whose machine goes away
+# does not lose it: on a fresh machine, `cp -r RESULTS_DIR/unfinished/. RUNS_DIR/` and re-run
+# the sweep, which resumes each from its checkpoint. Earlier unfinished copies are replaced, and
+# a run that has finished since is dropped from there.
+# Finished runs without a summary are left out of runs/; nothing under RUNS_DIR is changed.
 # e.g. results/collect.sh runs/study results/study-cpu
 #      results/collect.sh --with-offline-agents runs/antmaze-study results/antmaze-cpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files="config.json metrics.csv summary.json offline_agent.json"
-if [ "${1:-}" = "--with-offline-agents" ]; then
-  files="$files offline_agent.msgpack"
-  shift
-fi
+unfinished=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --with-offline-agents) files="$files offline_agent.msgpack"; shift ;;
+    --with-unfinished) unfinished=1; shift ;;
+    -*) echo "collect.sh: unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
 if [ $# -ne 2 ]; then
-  echo "usage: results/collect.sh [--with-offline-agents] RUNS_DIR RESULTS_DIR" >&2
+  echo "usage: results/collect.sh [--with-offline-agents] [--with-unfinished] RUNS_DIR RESULTS_DIR" >&2
   exit 2
 fi
 src=${1%/}
@@ -32,5 +42,20 @@ for summary in "$src"/*/*/seed*/summary.json; do
     if [ -e "$run/$f" ]; then cp "$run/$f" "$dst/$rel/$f"; fi
   done
 done
+if [ "$unfinished" = 1 ]; then
+  rm -rf "$out/unfinished"
+  for ckpt in "$src"/*/*/seed*/checkpoint.msgpack; do
+    [ -e "$ckpt" ] || continue
+    run=$(dirname "$ckpt")
+    [ -e "$run/summary.json" ] && continue
+    rel=${run#"$src"/}
+    mkdir -p "$out/unfinished/$rel"
+    # the checkpoint first: a run writing it atomically meanwhile leaves either file whole
+    for f in checkpoint.msgpack config.json metrics.csv offline_agent.json offline_agent.msgpack; do
+      if [ -e "$run/$f" ]; then cp "$run/$f" "$out/unfinished/$rel/$f"; fi
+    done
+    echo "collect.sh: unfinished run $rel copied with its checkpoint"
+  done
+fi
 rm -rf "$out/report"  # figures of an earlier collection must not linger
 .venv/bin/stratdiff report "$dst" --out "$out/report"
