@@ -7,10 +7,11 @@
 # a fresh machine can continue the study without recomputing the offline phases.
 # --with-unfinished also copies every unfinished run (a checkpoint.msgpack but no summary.json)
 # into RESULTS_DIR/unfinished, with its checkpoint, so that a session whose machine goes away
-# does not lose it: on a fresh machine, `cp -r RESULTS_DIR/unfinished/. RUNS_DIR/` and re-run
-# the sweep, which resumes each from its checkpoint. Earlier unfinished copies are replaced, and
-# a run that has finished since is dropped from there.
-# Finished runs without a summary are left out of runs/; nothing under RUNS_DIR is changed.
+# does not lose it. On a fresh machine, copy RESULTS_DIR/runs/. and RESULTS_DIR/unfinished/.
+# into the same RUNS_DIR path (a run's config.json names its backbone's run by that path, and
+# resume refuses a config that differs) and re-run the sweep: it resumes each run from its
+# checkpoint. Earlier unfinished copies are replaced, so a run that has finished since is dropped.
+# Without it, unfinished runs are left out; nothing under RUNS_DIR is changed.
 # e.g. results/collect.sh runs/study results/study-cpu
 #      results/collect.sh --with-offline-agents runs/antmaze-study results/antmaze-cpu
 set -euo pipefail
@@ -50,7 +51,8 @@ if [ "$unfinished" = 1 ]; then
     [ -e "$run/summary.json" ] && continue
     rel=${run#"$src"/}
     mkdir -p "$out/unfinished/$rel"
-    # the checkpoint first: a run writing it atomically meanwhile leaves either file whole
+    # the checkpoint before metrics.csv, so the copied metrics reach at least its step (resume
+    # drops the rows after it)
     for f in checkpoint.msgpack config.json metrics.csv offline_agent.json offline_agent.msgpack; do
       if [ -e "$run/$f" ]; then cp "$run/$f" "$out/unfinished/$rel/$f"; fi
     done
