@@ -6,8 +6,9 @@
 # end of the offline phase, which `reuse_offline_from` and `sweep --share-offline` take over), so
 # a fresh machine can continue the study without recomputing the offline phases.
 # --with-unfinished also copies every unfinished run (a checkpoint.msgpack but no summary.json)
-# into RESULTS_DIR/unfinished, with its checkpoint, so that a session whose machine goes away
-# does not lose it. On a fresh machine, copy RESULTS_DIR/runs/. and RESULTS_DIR/unfinished/.
+# into RESULTS_DIR/unfinished, with its checkpoint and (StratDiff runs) its behaviour/ folder (the
+# pretrained behaviour model, support actions and energy: 10-30 MB), so that a session whose
+# machine goes away does not lose it. On a fresh machine, copy RESULTS_DIR/runs/. and RESULTS_DIR/unfinished/.
 # into the same RUNS_DIR path (a run's config.json names its backbone's run by that path, and
 # resume refuses a config that differs) and re-run the sweep: it resumes each run from its
 # checkpoint. Earlier unfinished copies are replaced, so a run that has finished since is dropped.
@@ -56,6 +57,9 @@ if [ "$unfinished" = 1 ]; then
     for f in checkpoint.msgpack config.json metrics.csv offline_agent.json offline_agent.msgpack; do
       if [ -e "$run/$f" ]; then cp "$run/$f" "$out/unfinished/$rel/$f"; fi
     done
+    # a StratDiff run's pretrained behaviour model, support actions and energy: without them a
+    # resume retrains them (half an hour on AntMaze), and on other cores not bit for bit
+    if [ -d "$run/behaviour" ]; then cp -r "$run/behaviour" "$out/unfinished/$rel/behaviour"; fi
     echo "collect.sh: unfinished run $rel copied with its checkpoint"
   done
 fi
