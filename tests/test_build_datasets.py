@@ -1,6 +1,7 @@
 """Dataset builders: tiny builds written as Minari datasets and read back, determinism,
 episode limits, medium-replay / medium-expert assembly, D4RL export."""
 
+import importlib.metadata
 import json
 
 import flax.serialization
@@ -56,6 +57,9 @@ def test_random_build_round_trips_through_minari_and_inspect(tmp_path, capsys):
     assert back.info.env_id == "Hopper-v5" and back.info.ref_max_score == pytest.approx(3234.3)
     assert extra["seed"] == 0 and extra["behaviour_policy"]["level"] == "random"
     assert extra["command"].endswith("--size 2000") and "stratdiff_version" in extra
+    # the simulator that made the data is recorded with it (MuJoCo releases change the ant's episodes)
+    assert extra["libraries"]["mujoco"] == importlib.metadata.version("mujoco")
+    assert json.loads((tmp_path / "hr" / "build_time.json").read_text())["libraries"] == extra["libraries"]
     assert cli_main(["data", "inspect", str(tmp_path / "hr"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["transitions"] == 2000 and summary["episodes"] == ds.num_episodes

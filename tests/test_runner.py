@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 import os
 import socket
@@ -40,6 +41,9 @@ def test_run_writes_files_and_resume_matches_uninterrupted(hopper_hdf5, tmp_path
     for name in ("config.json", "metrics.csv", "summary.json", CHECKPOINT):
         assert (tmp_path / "full" / name).is_file(), name
     assert json.loads((tmp_path / "full" / "config.json").read_text())["offline_steps"] == 100
+    code = json.loads((tmp_path / "full" / "summary.json").read_text())["code"]
+    assert code["libraries"]["mujoco"] == importlib.metadata.version("mujoco")
+    assert code["libraries"]["jaxlib"] == importlib.metadata.version("jaxlib")
     rows = read_rows(tmp_path / "full" / "metrics.csv")
     assert [r["phase"] for r in rows].count("offline") == 5 and [r["phase"] for r in rows].count("online") == 6
     assert np.isfinite(full["final_score"])

@@ -47,6 +47,7 @@ from stratdiff.data import (
 )
 from stratdiff.logging import MetricsLogger
 from stratdiff.methods import METHODS, RunConfig, task_kind
+from stratdiff.provenance import code_version
 
 CHECKPOINT = "checkpoint.msgpack"
 OFFLINE_AGENT = "offline_agent.msgpack"  # the agent at the end of the offline phase (kept for reuse)
@@ -439,27 +440,6 @@ class Runner:
             "offline_phase_from": self.offline_from,
             "code": code_version(),
         }
-
-
-def code_version() -> dict[str, Any]:
-    """stratdiff's version and, in a git checkout, the commit and whether the tree was modified."""
-    import subprocess
-
-    from stratdiff import __version__
-
-    out: dict[str, Any] = {"stratdiff": __version__}
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return out
-    if commit.returncode == 0:
-        out["git_commit"] = commit.stdout.strip()
-        out["git_dirty_src"] = bool(dirty.stdout.strip())
-    return out
 
 
 def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
