@@ -3,6 +3,7 @@ episode limits, medium-replay / medium-expert assembly, D4RL export."""
 
 import importlib.metadata
 import json
+import platform
 
 import flax.serialization
 import jax
@@ -59,7 +60,9 @@ def test_random_build_round_trips_through_minari_and_inspect(tmp_path, capsys):
     assert extra["command"].endswith("--size 2000") and "stratdiff_version" in extra
     # the simulator that made the data is recorded with it (MuJoCo releases change the ant's episodes)
     assert extra["libraries"]["mujoco"] == importlib.metadata.version("mujoco")
-    assert json.loads((tmp_path / "hr" / "build_time.json").read_text())["libraries"] == extra["libraries"]
+    timing = json.loads((tmp_path / "hr" / "build_time.json").read_text())
+    assert timing["libraries"] == extra["libraries"] and timing["machine"] == extra["machine"]
+    assert extra["machine"]["arch"] == platform.machine()
     assert cli_main(["data", "inspect", str(tmp_path / "hr"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["transitions"] == 2000 and summary["episodes"] == ds.num_episodes

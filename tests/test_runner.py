@@ -44,6 +44,7 @@ def test_run_writes_files_and_resume_matches_uninterrupted(hopper_hdf5, tmp_path
     code = json.loads((tmp_path / "full" / "summary.json").read_text())["code"]
     assert code["libraries"]["mujoco"] == importlib.metadata.version("mujoco")
     assert code["libraries"]["jaxlib"] == importlib.metadata.version("jaxlib")
+    assert code["machine"]["usable_cores"] == len(os.sched_getaffinity(0)) and code["machine"]["cpu"]
     rows = read_rows(tmp_path / "full" / "metrics.csv")
     assert [r["phase"] for r in rows].count("offline") == 5 and [r["phase"] for r in rows].count("online") == 6
     assert np.isfinite(full["final_score"])

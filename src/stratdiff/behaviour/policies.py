@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 import stratdiff
-from stratdiff.provenance import library_versions
+from stratdiff.provenance import library_versions, machine
 
 LEVELS = ("random", "medium", "expert")
 # D4RL's average normalised return of its medium datasets (shared/notes/reference.md):
@@ -322,6 +322,7 @@ def export_policy(run_dir: str | Path, step: int, level: str, episodes: int = 30
         "replay_transitions": step if level == "medium" else None,
         "stratdiff_version": stratdiff.__version__,
         "libraries": library_versions(),
+        "machine": machine(),
         "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if get_spec(env_id).controller:  # the AntMaze data controller: how often it reaches the goal

@@ -40,7 +40,7 @@ import numpy as np
 
 import stratdiff
 from stratdiff.data.dataset import Dataset, DatasetInfo
-from stratdiff.provenance import library_versions
+from stratdiff.provenance import library_versions, machine
 
 ENVS: dict[str, str] = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -306,6 +306,7 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
         "size": ds.size,
         "stratdiff_version": stratdiff.__version__,
         "libraries": library_versions(),
+        "machine": machine(),
         "command": command or " ".join(["stratdiff", *sys.argv[1:]]),
         "build_seconds": round(seconds, 1),
         "description": f"{r.kind} data of {r.env_id} built by stratdiff (D4RL-style)",
@@ -316,7 +317,8 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
     # the whole build (rollouts + writing), kept next to the dataset for the docs' table
     timing = {"name": name, "size": ds.size, "episodes": ds.num_episodes, "seed": seed,
               "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
-              "normalized_score": ds.summary()["normalized_score"], "libraries": meta["libraries"]}
+              "normalized_score": ds.summary()["normalized_score"], "libraries": meta["libraries"],
+              "machine": meta["machine"]}
     if "episode_success_rate" in ds.info.extra.get("behaviour_policy", {}):
         timing["episode_success_rate"] = ds.info.extra["behaviour_policy"]["episode_success_rate"]
     (out_dir / "build_time.json").write_text(json.dumps(timing))
