@@ -119,3 +119,24 @@ def test_unknown_names_and_missing_policies(tmp_path):
         builders.recipe("hopper-bad-v5")
     assert builders.is_buildable("walker2d-medium-expert-v5")
     assert builders.missing_policies("hopper-random-v5") == []
+
+
+def test_data_list_notes_provisional_policies(tmp_path, monkeypatch, capsys):
+    # a policies folder with a finished medium and a provisional expert for Hopper
+    for level, provisional, step in (("medium", False, 150_000), ("expert", True, 210_000)):
+        (tmp_path / "Hopper-v5" / level).mkdir(parents=True)
+        (tmp_path / "Hopper-v5" / level / "policy.json").write_text(
+            json.dumps({"env_id": "Hopper-v5", "step": step, "provisional": provisional}))
+    monkeypatch.setattr(policies, "policies_root", lambda: tmp_path)
+    assert builders.provisional_policies("hopper-medium-v5") == []
+    assert builders.provisional_policies("hopper-medium-expert-v5") == ["expert policy (SAC step 210000)"]
+    assert builders.missing_policies("walker2d-expert-v5") == ["expert policy"]
+    monkeypatch.setenv("STRATDIFF_DATA_DIR", str(tmp_path / "data"))
+    assert cli_main(["data", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["hopper-expert-v5"]["provisional"] == ["expert policy (SAC step 210000)"]
+    assert rows["walker2d-medium-expert-v5"]["missing"] == ["medium policy", "expert policy"]
+    assert cli_main(["data", "list"]) == 0
+    table = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert table["hopper-expert-v5"].endswith("provisional expert policy (SAC step 210000)")
+    assert table["hopper-medium-v5"].rstrip().endswith("-")

@@ -53,7 +53,7 @@ class List:
     """print one JSON object per line instead of a table"""
 
     def run(self) -> int:
-        from stratdiff.data.builders import DATASETS, missing_policies
+        from stratdiff.data.builders import DATASETS, missing_policies, provisional_policies
         from stratdiff.data.loaders import data_root
 
         root = data_root()
@@ -66,7 +66,7 @@ class List:
             built = meta_path.exists()
             row = {"name": name, "env_id": recipe.env_id, "kind": recipe.kind, "built": built,
                    "transitions": None, "episodes": None, "megabytes": None,
-                   "missing": missing_policies(name)}
+                   "missing": missing_policies(name), "provisional": provisional_policies(name)}
             if built:
                 meta = _json.loads(meta_path.read_text())
                 row["transitions"] = meta.get("total_steps")
@@ -77,7 +77,8 @@ class List:
                 print(_json.dumps(row))
             else:
                 f = lambda x: "-" if x is None else str(x)  # noqa: E731
-                notes = ("needs " + ", ".join(row["missing"])) if row["missing"] else ""
+                notes = "; ".join((["needs " + ", ".join(row["missing"])] if row["missing"] else [])
+                                  + (["provisional " + ", ".join(row["provisional"])] if row["provisional"] else []))
                 print(f"{name:<32} {'yes' if built else 'no':<6} {f(row['transitions']):>11} "
                       f"{f(row['episodes']):>9} {f(row['megabytes']):>8}  {notes}")
         return 0

@@ -325,6 +325,30 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
     return out_dir, ds, total
 
 
+def _policy_levels(r) -> list[str]:
+    """The committed SAC policy levels a locomotion recipe rolls out."""
+    return {"random": [], "medium": ["medium"], "expert": ["expert"],
+            "medium-replay": ["medium"], "medium-expert": ["medium", "expert"]}[r.kind]
+
+
+def provisional_policies(name: str) -> list[str]:
+    """The committed policies `name` uses that are provisional (their SAC run had not finished),
+    e.g. ["expert policy (SAC step 80000)"]."""
+    from stratdiff.behaviour.policies import policy_dir
+
+    r = recipe(name)
+    if r.kind == "antmaze":
+        return []
+    out = []
+    for lv in _policy_levels(r):
+        path = policy_dir(r.env_id, lv) / "policy.json"
+        if path.exists():
+            meta = json.loads(path.read_text())
+            if meta.get("provisional"):
+                out.append(f"{lv} policy (SAC step {meta.get('step')})")
+    return out
+
+
 def missing_policies(name: str) -> list[str]:
     """What `name` needs that is not committed yet (e.g. ["expert policy"])."""
     from stratdiff.behaviour.policies import policy_dir
@@ -335,9 +359,7 @@ def missing_policies(name: str) -> list[str]:
 
         ok = (policy_dir(CONTROLLER_ENV, CONTROLLER_LEVEL) / "policy.json").exists()
         return [] if ok else [f"{CONTROLLER_ENV} controller policy"]
-    need = {"random": [], "medium": ["medium"], "expert": ["expert"],
-            "medium-replay": ["medium"], "medium-expert": ["medium", "expert"]}[r.kind]
-    out = [f"{lv} policy" for lv in need if not (policy_dir(r.env_id, lv) / "policy.json").exists()]
+    out = [f"{lv} policy" for lv in _policy_levels(r) if not (policy_dir(r.env_id, lv) / "policy.json").exists()]
     if r.kind == "medium-replay" and not (policy_dir(r.env_id, "medium") / "replay.npz").exists():
         out.append("medium replay buffer")
     return out
