@@ -77,10 +77,13 @@ class List:
                 print(_json.dumps(row))
             else:
                 f = lambda x: "-" if x is None else str(x)  # noqa: E731
-                notes = "; ".join((["needs " + ", ".join(row["missing"])] if row["missing"] else [])
-                                  + (["provisional " + ", ".join(row["provisional"])] if row["provisional"] else []))
+                notes = []
+                if row["missing"]:
+                    notes.append("needs " + ", ".join(row["missing"]))
+                if row["provisional"]:
+                    notes.append("provisional " + ", ".join(row["provisional"]))
                 print(f"{name:<32} {'yes' if built else 'no':<6} {f(row['transitions']):>11} "
-                      f"{f(row['episodes']):>9} {f(row['megabytes']):>8}  {notes}")
+                      f"{f(row['episodes']):>9} {f(row['megabytes']):>8}  {'; '.join(notes)}")
         return 0
 
 
