@@ -2,8 +2,9 @@
 
 Runs (`summary.json`), built datasets (their Minari metadata and `build_time.json`) and exported
 behaviour policies (`policy.json`) record it. The simulator matters most: the same AntMaze
-controller and seed give different episodes under different MuJoCo releases and on different
-CPU models (docs/datasets.md, "Same seed, other machine"), while Hopper's did not change.
+controller and seed give different episodes under different MuJoCo releases, and on another
+machine under every release tried (most likely its CPU; docs/datasets.md, "Same seed, other
+machine"), while the locomotion policies' episodes did not change.
 """
 
 from __future__ import annotations
