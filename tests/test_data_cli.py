@@ -84,3 +84,17 @@ def test_inspect_does_not_import_jax(hopper_file):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_closed_stdout_ends_quietly(tmp_path):
+    """`stratdiff data list | head`: a reader that has gone away stops the command with the
+    shell's SIGPIPE code (141) and no error line or traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE
+    try:
+        proc = subprocess.run([STRATDIFF, "data", "list"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120, env={**os.environ, "STRATDIFF_DATA_DIR": str(tmp_path)})
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""

@@ -8,6 +8,7 @@ own arguments with tyro; this dispatcher imports only the group it runs, so
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # group name -> (module, one-line help)
@@ -40,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stratdiff: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(GROUPS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        rc = int(module.main(rest) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (`stratdiff data list | head`): stop quietly like other
+        # command-line tools, and point stdout at /dev/null so Python's own flush at exit
+        # does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the shell's code for a command a closed pipe stopped
+    return rc
 
 
 if __name__ == "__main__":

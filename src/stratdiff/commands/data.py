@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     name = next((n for n, c in SUBCOMMANDS.items() if isinstance(cmd, c)), "data")
     try:
         return int(cmd.run() or 0)
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: the dispatcher ends quietly
     except (ValueError, OSError) as e:  # DatasetError is a ValueError
         msg = " ".join(str(e).split())
         print(f"stratdiff data {name}: error: {msg}", file=sys.stderr)
