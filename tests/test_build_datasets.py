@@ -67,6 +67,10 @@ def test_random_build_round_trips_through_minari_and_inspect(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["transitions"] == 2000 and summary["episodes"] == ds.num_episodes
     assert summary["normalized_score"] == pytest.approx(ds.summary()["normalized_score"])
+    # one fingerprint for the built arrays, the file read back, the metadata and the build record
+    assert summary["fingerprint"] == back.fingerprint() == ds.fingerprint() == extra["fingerprint"]
+    assert timing["fingerprint"] == ds.fingerprint() and len(ds.fingerprint()) == 16
+    assert ds.replace(rewards=ds.rewards + np.float32(1e-3)).fingerprint() != ds.fingerprint()
     assert -2 < summary["normalized_score"] < 3  # D4RL's hopper-random is ~1.2
     # D4RL-layout export
     assert cli_main(["data", "export", str(tmp_path / "hr"), "--d4rl", str(tmp_path / "hr.hdf5")]) == 0

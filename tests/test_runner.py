@@ -160,3 +160,31 @@ def test_task_kind_scales_and_offline_eval_schedule(hopper_hdf5, tmp_path):
     assert evaluated == [("offline", 60), ("offline", 120), ("online", 140), ("online", 160), ("online", 180)]
     with pytest.raises(RunError, match="offline_eval_every=30 must be a positive multiple of log_every=20"):
         train(smoke_config(hopper_hdf5, offline_eval_every=30), tmp_path / "bad", progress=False)
+
+
+def test_state_from_other_data_is_refused_by_fingerprint(hopper_hdf5, tmp_path):
+    """The same dataset name with other contents (a rebuild elsewhere): neither a reused offline
+    phase nor a resume continues from state computed on the other data."""
+    import shutil
+
+    import h5py
+
+    from stratdiff.data import load_dataset
+
+    data = tmp_path / "data.hdf5"
+    shutil.copy(hopper_hdf5, data)
+    donor = train(smoke_config(data), tmp_path / "donor", progress=False)
+    assert donor["dataset_fingerprint"] == load_dataset(str(data), "Hopper-v5").fingerprint()
+    offline_meta = json.loads((tmp_path / "donor" / "offline_agent.json").read_text())
+    assert offline_meta["dataset_fingerprint"] == donor["dataset_fingerprint"]
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke_config(data), tmp_path / "killed", progress=False, stop_after=60)
+    with h5py.File(data, "r+") as f:  # one reward changed
+        f["rewards"][0] = f["rewards"][0] + 1.0
+    changed = load_dataset(str(data), "Hopper-v5").fingerprint()
+    assert changed != donor["dataset_fingerprint"]
+    with pytest.raises(RunError, match=f"other data.*{changed}.*{donor['dataset_fingerprint']}"):
+        train(smoke_config(data, rho=0.25, reuse_offline_from=str(tmp_path / "donor")), tmp_path / "reuse",
+              progress=False)
+    with pytest.raises(RunError, match="cannot resume .* other data"):
+        train(smoke_config(data), tmp_path / "killed", resume=True, progress=False)

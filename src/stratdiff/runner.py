@@ -138,6 +138,8 @@ class Runner:
             raise RunError(str(e)) from None
         self.dataset = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.env)
         self.env_id = cfg.env or self.dataset.info.env_id
+        # the data this run trains on; a rebuilt dataset of the same name can differ (Dataset.fingerprint)
+        self.data_fingerprint = self.dataset.fingerprint()
         if self.env_id is None:
             raise RunError(f"dataset {cfg.dataset!r} does not name its environment: pass --env ENV_ID")
         ref = (self.dataset.info.ref_min_score, self.dataset.info.ref_max_score)
@@ -196,6 +198,7 @@ class Runner:
             "scores": {"best": self.best_score, "last": self.last_score},
             "timing": dict(self.timing),
             "offline_from": self.offline_from or "",
+            "dataset_fingerprint": self.data_fingerprint,
         }
 
     def save(self) -> None:
@@ -207,6 +210,7 @@ class Runner:
         for key in ("agent", "stratifier", "online", "counters"):
             if key not in state:
                 raise checkpoint.CheckpointError(f"checkpoint {path} has no {key!r} entry")
+        self._check_same_data(str(state.get("dataset_fingerprint") or ""), f"cannot resume {self.out}: its checkpoint")
         self.agent = checkpoint.restore(self.agent, state["agent"], path, "the agent")
         if int(state["counters"].get("stratifier_built", 0)):
             self._build_stratifier()
@@ -304,8 +308,8 @@ class Runner:
     def save_offline_agent(self) -> None:
         """Keep the offline phase's result for runs that reuse it (`reuse_offline_from`)."""
         checkpoint.save(self.out / OFFLINE_AGENT, {"agent": self.agent})
-        meta = {"signature": offline_signature(self.cfg), "best_score": self.best_score,
-                "last_score": self.last_score}
+        meta = {"signature": offline_signature(self.cfg), "dataset_fingerprint": self.data_fingerprint,
+                "best_score": self.best_score, "last_score": self.last_score}
         checkpoint.atomic_write_bytes(self.out / OFFLINE_META, json.dumps(meta, indent=2).encode())
 
     def reuse_offline(self) -> bool:
@@ -325,6 +329,7 @@ class Runner:
         if differ:
             raise RunError(f"reuse_offline_from {donor}: its offline phase differs from this run's in "
                            f"{', '.join(differ)}")
+        self._check_same_data(meta.get("dataset_fingerprint") or "", f"reuse_offline_from {donor}: its offline phase")
         self.agent = checkpoint.restore(self.agent, checkpoint.load_raw(agent_path)["agent"], agent_path,
                                         "the agent")
         for row in MetricsLogger(donor, tensorboard=False).rows:
@@ -335,6 +340,15 @@ class Runner:
         self.best_score, self.last_score = float(meta["best_score"]), float(meta["last_score"])
         self.offline_from = str(donor)
         return True
+
+    def _check_same_data(self, recorded: str, what: str) -> None:
+        """Refuse to continue from state computed on other data than this run's dataset (the same
+        name rebuilt on another machine, say). Records written before fingerprints existed ('')
+        are taken as they are."""
+        if recorded and recorded != self.data_fingerprint:
+            raise RunError(f"{what} was computed on other data: dataset {self.cfg.dataset!r} has fingerprint "
+                           f"{self.data_fingerprint} here, {recorded} there (a rebuild on another machine or "
+                           f"with other library versions can differ; use the same dataset files)")
 
     def run_online(self, bar, stop_after: int | None) -> None:
         cfg = self.cfg
@@ -438,6 +452,7 @@ class Runner:
             "offline_updates_per_s": cfg.offline_steps / t_off if t_off else None,
             "online_steps_per_s": cfg.online_steps / t_on if t_on else None,
             "offline_phase_from": self.offline_from,
+            "dataset_fingerprint": self.data_fingerprint,
             "code": code_version(),
         }
 

@@ -74,6 +74,7 @@ def format_summary(s: dict[str, Any]) -> str:
          else f"min {num(s['ref_min_score'])}  max {num(s['ref_max_score'])}"),
         ("normalised score", num(s["normalized_score"])) if s["goal_episode_share"] is None
         else ("goal reached", f"in {100 * s['goal_episode_share']:.1f}% of the episodes"),
+        ("fingerprint", s["fingerprint"]),
     ]
     return "\n".join(f"{k:<17} {v}" for k, v in rows)
 

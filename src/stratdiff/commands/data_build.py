@@ -41,7 +41,7 @@ class Build:
         quality = (f"normalised return {s['normalized_score']:.1f}" if s["goal_episode_share"] is None
                    else f"{100 * s['goal_episode_share']:.1f}% of episodes reach their goal")
         print(f"{self.name}: {s['transitions']} transitions, {s['episodes']} episodes, {quality}, "
-              f"built in {seconds:.0f} s -> {out}")
+              f"fingerprint {s['fingerprint']}, built in {seconds:.0f} s -> {out}")
         return 0
 
 

@@ -309,6 +309,7 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
         "machine": machine(),
         "command": command or " ".join(["stratdiff", *sys.argv[1:]]),
         "build_seconds": round(seconds, 1),
+        "fingerprint": ds.fingerprint(),
         "description": f"{r.kind} data of {r.env_id} built by stratdiff (D4RL-style)",
     }
     write_minari(ds, out_dir, meta)
@@ -317,7 +318,8 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
     # the whole build (rollouts + writing), kept next to the dataset for the docs' table
     timing = {"name": name, "size": ds.size, "episodes": ds.num_episodes, "seed": seed,
               "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
-              "normalized_score": ds.summary()["normalized_score"], "libraries": meta["libraries"],
+              "normalized_score": ds.summary()["normalized_score"], "fingerprint": meta["fingerprint"],
+              "libraries": meta["libraries"],
               "machine": meta["machine"]}
     if "episode_success_rate" in ds.info.extra.get("behaviour_policy", {}):
         timing["episode_success_rate"] = ds.info.extra["behaviour_policy"]["episode_success_rate"]

@@ -7,6 +7,7 @@ arrays (buffers move it to the device) so that `stratdiff data inspect` stays li
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -224,6 +225,19 @@ class Dataset:
     def replace(self, **changes: Any) -> Dataset:
         return dataclasses.replace(self, **changes)
 
+    def fingerprint(self) -> str:
+        """The first 16 hex digits of a SHA-256 over the transition arrays (names, shapes, dtypes
+        and bytes), metadata left out: two datasets with the same fingerprint hold the same data.
+        A dataset rebuilt under the same name on another machine or with other library versions
+        can differ (rollouts through MuJoCo and XLA are bit-reproducible only on the same set-up),
+        and runs record this so that results on different data are never paired unnoticed."""
+        h = hashlib.sha256()
+        for key in _EPISODE_KEYS:
+            arr = np.ascontiguousarray(getattr(self, key))
+            h.update(f"{key}:{arr.dtype.str}:{arr.shape};".encode())
+            h.update(memoryview(arr).cast("B"))
+        return h.hexdigest()[:16]
+
     # ---------------------------------------------------------------- summary
     def summary(self, ref_scores: tuple[float, float] | None = None) -> dict[str, Any]:
         """Sizes and return statistics over trajectories (JSON-friendly). The normalised score
@@ -253,6 +267,7 @@ class Dataset:
             "ref_max_score": None if refs is None else refs[1],
             "normalized_score": None,
             "goal_episode_share": None,
+            "fingerprint": self.fingerprint(),
         }
         if _goal_reaching(self.info.env_id):
             out["goal_episode_share"] = float((returns > 0).mean()) if len(returns) else 0.0
