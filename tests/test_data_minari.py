@@ -61,6 +61,19 @@ def test_reads_data_collector_dataset(collected):
     assert load_dataset(collected / DATASET_ID / "data").size == ds.size
 
 
+def test_minari_fallback_reader_agrees(collected, monkeypatch):
+    """Formats h5py cannot read directly (arrow, JPEG-encoded images) go through minari's episodes;
+    both readers give the same dataset."""
+    from stratdiff.data import loaders
+
+    fast = load_dataset(collected / DATASET_ID)
+    monkeypatch.setattr(loaders, "_hdf5_obs_keys", lambda mds: None)
+    slow = load_dataset(collected / DATASET_ID)
+    for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode_ends"):
+        np.testing.assert_array_equal(getattr(slow, k), getattr(fast, k), err_msg=k)
+    assert slow.info == fast.info
+
+
 def test_minari_id_from_local_path(collected, monkeypatch, tmp_path):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(collected))
     monkeypatch.setenv("STRATDIFF_DATA_DIR", str(tmp_path / "none"))
@@ -96,6 +109,105 @@ def test_write_minari_round_trip_and_minari_can_load(tmp_path, monkeypatch):
     # and writing onto an existing dataset is refused
     with pytest.raises(DatasetError, match="already exists"):
         write_minari(ds, out)
+
+
+def _episodes_dataset(lengths, seed, env_id, obs_dim, act_dim):
+    rng = np.random.default_rng(seed)
+    eps = []
+    for t in lengths:
+        term = bool(rng.random() < 0.8)
+        eps.append(dict(observations=rng.normal(size=(t + 1, obs_dim)), actions=rng.uniform(-1, 1, (t, act_dim)),
+                        rewards=rng.normal(size=t) * 10, terminals=np.eye(t, dtype=bool)[-1] & term,
+                        timeouts=np.eye(t, dtype=bool)[-1] & (not term)))
+    return Dataset.from_episodes(eps, DatasetInfo(name="many-short", env_id=env_id, ref_min_score=-40.0,
+                                                  ref_max_score=-4.0))
+
+
+def test_write_minari_many_short_episodes_as_minari_reads_them(tmp_path, monkeypatch):
+    """Thousands of 1-5 step episodes (hopper-random's shape, scaled down): minari's own loader sees
+    every episode, its arrays and the metadata minari's EpisodeMetadataCallback computes, and
+    read_minari gives back the exact arrays."""
+    lengths = np.random.default_rng(4).integers(1, 6, size=1000)
+    ds = _episodes_dataset(lengths, seed=4, env_id="Reacher-v5", obs_dim=10, act_dim=2)
+    root = tmp_path / "minari"
+    out = write_minari(ds, root / "stratdiff" / "many-short-v0", {"dataset_id": "stratdiff/many-short-v0"})
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    mds = minari.load_dataset("stratdiff/many-short-v0")
+    assert mds.total_episodes == ds.num_episodes == 1000
+    assert mds.total_steps == ds.size
+    meta = json.loads((out / "data" / "metadata.json").read_text())
+    assert (meta["total_episodes"], meta["total_steps"]) == (1000, ds.size) and meta["dataset_size"] > 0
+    callback = minari.EpisodeMetadataCallback()
+    episode_meta = list(mds.storage.get_episode_metadata(range(mds.total_episodes)))
+    for i, (ep, mine, stored) in enumerate(zip(mds.iterate_episodes(), ds.episodes(), episode_meta, strict=True)):
+        assert ep.id == i and len(ep) == len(mine["rewards"])
+        np.testing.assert_array_equal(ep.observations[:-1], mine["observations"])
+        np.testing.assert_array_equal(ep.observations[1:], mine["next_observations"])
+        np.testing.assert_array_equal(ep.actions, mine["actions"])
+        np.testing.assert_array_equal(ep.rewards, mine["rewards"])
+        np.testing.assert_array_equal(ep.terminations, mine["terminals"])
+        np.testing.assert_array_equal(ep.truncations, mine["timeouts"])
+        # bit for bit what minari's callback makes of the stored rewards
+        assert stored == {"id": i, "total_steps": len(ep), **callback({"rewards": ep.rewards})}
+    assert float(minari.get_normalized_score(mds, np.array([-22.0]))[0]) == pytest.approx(0.5)
+    back = read_minari(out)
+    for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode_ends"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(ds, k), err_msg=k)
+        assert getattr(back, k).dtype == getattr(ds, k).dtype, k
+
+
+def _hdf5_tree(path):
+    """Every group and array of an HDF5 file: attributes (value, dtype), dtype, shape, maxshape,
+    chunks and data; and the root's names in the order h5py lists them."""
+    tree = {}
+
+    def visit(name, obj):
+        entry = {"attrs": {k: (obj.attrs[k], obj.attrs[k].dtype) for k in obj.attrs}}
+        if isinstance(obj, h5py.Dataset):
+            entry.update(dtype=obj.dtype, shape=obj.shape, maxshape=obj.maxshape, chunks=obj.chunks,
+                         data=obj[()].tobytes())
+        tree[name] = entry
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+        tree["/"] = list(f)
+    return tree
+
+
+def test_write_minari_matches_minaris_own_storage(tmp_path):
+    """The same episodes written by minari's storage API (update_episodes, then the metadata of
+    EpisodeMetadataCallback) and by write_minari: the same groups, attributes, arrays, chunks
+    and metadata.json (dataset_size aside: write_minari's HDF5 1.10 format is smaller)."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+    from minari.dataset.minari_storage import MinariStorage
+
+    # short episodes (one chunk an array) and long ones (h5py chunks them in several pieces)
+    lengths = [*np.random.default_rng(6).integers(1, 30, size=30), 1200, 700, 1]
+    ds = _episodes_dataset(lengths, seed=6, env_id="Hopper-v5", obs_dim=11, act_dim=3)
+    ours = write_minari(ds, tmp_path / "ours") / "data"
+    theirs = tmp_path / "theirs" / "data"
+    theirs.mkdir(parents=True)
+    storage = MinariStorage.new(theirs, observation_space=gym.spaces.Box(-np.inf, np.inf, (11,), np.float32),
+                                action_space=gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
+                                env_spec=gym.spec("Hopper-v5"))
+    meta = json.loads((ours / "metadata.json").read_text())
+    storage.update_metadata({k: meta[k] for k in ("dataset_id", "minari_version", "ref_min_score", "ref_max_score",
+                                                  "stratdiff")})
+    storage.update_episodes([
+        EpisodeBuffer(id=i, observations=np.concatenate([ep["observations"], ep["next_observations"][-1:]]),
+                      actions=ep["actions"], rewards=ep["rewards"], terminations=ep["terminals"],
+                      truncations=ep["timeouts"])
+        for i, ep in enumerate(ds.episodes())
+    ])
+    storage.update_episode_metadata(storage.apply(minari.EpisodeMetadataCallback()))
+    theirs_meta = json.loads((theirs / "metadata.json").read_text())
+    assert meta.pop("dataset_size") < theirs_meta.pop("dataset_size")
+    assert list(meta.items()) == list(theirs_meta.items())
+    a, b = _hdf5_tree(ours / "main_data.hdf5"), _hdf5_tree(theirs / "main_data.hdf5")
+    assert a["/"] == b["/"] and set(a) == set(b)
+    assert any(e.get("chunks") not in (None, e.get("shape")) for e in a.values() if isinstance(e, dict))
+    for name in a:
+        assert a[name] == b[name], name
 
 
 def test_built_name_under_data_root(tmp_path, monkeypatch):
