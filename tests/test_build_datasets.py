@@ -78,6 +78,46 @@ def test_random_build_round_trips_through_minari_and_inspect(tmp_path, capsys):
     np.testing.assert_array_equal(d4.rewards, ds.rewards)
 
 
+def test_failed_or_busy_build_leaves_the_built_dataset_alone(tmp_path, monkeypatch):
+    out = tmp_path / "hr"
+    builders.build("hopper-random-v5", size=300, out=out, seed=1)
+    old = load_dataset(out)
+    # a rebuild that fails while writing: no half-written dataset, the old one intact
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(builders, "write_step_infos", broken)
+    with pytest.raises(OSError, match="disk full"):
+        builders.build("hopper-random-v5", size=500, out=out, seed=2, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["build_time.json", "data"]
+    assert load_dataset(out).fingerprint() == old.fingerprint() and load_dataset(out).size == 300
+    monkeypatch.undo()
+    # the first build into a fresh folder fails the same way: nothing there looks built
+    monkeypatch.setattr(builders, "write_step_infos", broken)
+    with pytest.raises(OSError):
+        builders.build("hopper-random-v5", size=300, out=tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "data").exists() and not (tmp_path / "fresh" / ".partial").exists()
+    monkeypatch.undo()
+    # a killed build's staging folder is cleared by the next build; a live build's lock refuses
+    (out / ".partial" / "data").mkdir(parents=True)
+    (out / ".partial" / "data" / "metadata.json").write_text("{}")
+    new, ds, _ = builders.build("hopper-random-v5", size=500, out=out, seed=2, force=True)
+    assert load_dataset(out).size == 500 != old.size and not (out / ".partial").exists()
+    assert not (out / "build.lock").exists()
+    import subprocess
+    import sys
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / "build.lock").write_text(f"{__import__('socket').gethostname()} {sleeper.pid}")
+        from stratdiff.locks import FolderBusyError
+        with pytest.raises(FolderBusyError, match="build.lock"):
+            builders.build("hopper-random-v5", size=300, out=out, force=True)
+        assert cli_main(["data", "build", "hopper-random-v5", "--out", str(out), "--force"]) == 1
+        assert load_dataset(out).size == 500
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_build_is_deterministic_for_a_seed(dirs):
     a = builders.make_dataset("hopper-medium-v5", 1200, seed=4, policy_dirs=dirs)
     b = builders.make_dataset("hopper-medium-v5", 1200, seed=4, policy_dirs=dirs)

@@ -96,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         args=argv,
     )
     name = next((n for n, c in SUBCOMMANDS.items() if isinstance(cmd, c)), "data")
+    from stratdiff.locks import FolderBusyError  # standard library only
+
     try:
         return int(cmd.run() or 0)
     except BrokenPipeError:
         raise  # the reader of stdout went away: the dispatcher ends quietly
-    except (ValueError, OSError) as e:  # DatasetError is a ValueError
+    except (ValueError, OSError, FolderBusyError) as e:  # DatasetError is a ValueError
         msg = " ".join(str(e).split())
         print(f"stratdiff data {name}: error: {msg}", file=sys.stderr)
         return 1

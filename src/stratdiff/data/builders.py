@@ -285,45 +285,65 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
           force: bool = False, command: str | None = None,
           policy_dirs: dict[str, str | Path] | None = None) -> tuple[Path, Dataset, float]:
     """Build dataset `name` and write it as a Minari dataset in `out` (default
-    `data_root()/name`). Returns (folder, dataset, seconds taken)."""
+    `data_root()/name`). Returns (folder, dataset, seconds taken).
+
+    The dataset is written to a staging folder (`out/.partial`) and moved to `out/data` only
+    once complete, so a build that fails or is killed never leaves a half-written dataset
+    that `data list` or `load_dataset` would take for a built one; with `force`, the old
+    dataset is replaced only then. The folder's `build.lock` keeps two builds out of it."""
     from stratdiff.data.loaders import data_root, write_minari
+    from stratdiff.locks import holding
 
     r = recipe(name)
     out_dir = Path(out) if out is not None else data_root() / name
-    if (out_dir / "data").exists():
-        if not force:
-            raise FileExistsError(f"{out_dir}: dataset already built (pass --force to rebuild)")
-        if not (out_dir / "data" / "metadata.json").exists():
-            raise FileExistsError(f"{out_dir}/data exists but is not a Minari dataset; not removing it")
-        shutil.rmtree(out_dir / "data")
-    t0, c0 = time.time(), time.process_time()
-    ds, infos = _make(name, size, seed, policy_dirs)
-    seconds = time.time() - t0
-    meta = {
-        "dataset_id": name,
-        "env_id": r.env_id,
-        "seed": seed,
-        "size": ds.size,
-        "stratdiff_version": stratdiff.__version__,
-        "libraries": library_versions(),
-        "machine": machine(),
-        "command": command or " ".join(["stratdiff", *sys.argv[1:]]),
-        "build_seconds": round(seconds, 1),
-        "fingerprint": ds.fingerprint(),
-        "description": f"{r.kind} data of {r.env_id} built by stratdiff (D4RL-style)",
-    }
-    write_minari(ds, out_dir, meta)
-    write_step_infos(out_dir, ds, infos)
-    total, cpu = time.time() - t0, time.process_time() - c0
-    # the whole build (rollouts + writing), kept next to the dataset for the docs' table
-    timing = {"name": name, "size": ds.size, "episodes": ds.num_episodes, "seed": seed,
-              "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
-              "normalized_score": ds.summary()["normalized_score"], "fingerprint": meta["fingerprint"],
-              "libraries": meta["libraries"],
-              "machine": meta["machine"]}
-    if "episode_success_rate" in ds.info.extra.get("behaviour_policy", {}):
-        timing["episode_success_rate"] = ds.info.extra["behaviour_policy"]["episode_success_rate"]
-    (out_dir / "build_time.json").write_text(json.dumps(timing))
+    final = out_dir / "data"
+
+    def check_replaceable() -> None:
+        if final.exists():
+            if not force:
+                raise FileExistsError(f"{out_dir}: dataset already built (pass --force to rebuild)")
+            if not (final / "metadata.json").exists():
+                raise FileExistsError(f"{out_dir}/data exists but is not a Minari dataset; not removing it")
+
+    check_replaceable()  # before the rollouts, so a refused build costs nothing
+    with holding(out_dir, "build.lock"):
+        check_replaceable()
+        staging = out_dir / ".partial"
+        shutil.rmtree(staging, ignore_errors=True)  # left by a killed build (we hold the lock)
+        t0, c0 = time.time(), time.process_time()
+        ds, infos = _make(name, size, seed, policy_dirs)
+        seconds = time.time() - t0
+        meta = {
+            "dataset_id": name,
+            "env_id": r.env_id,
+            "seed": seed,
+            "size": ds.size,
+            "stratdiff_version": stratdiff.__version__,
+            "libraries": library_versions(),
+            "machine": machine(),
+            "command": command or " ".join(["stratdiff", *sys.argv[1:]]),
+            "build_seconds": round(seconds, 1),
+            "fingerprint": ds.fingerprint(),
+            "description": f"{r.kind} data of {r.env_id} built by stratdiff (D4RL-style)",
+        }
+        try:
+            write_minari(ds, staging, meta)
+            write_step_infos(staging, ds, infos)
+            if final.exists():
+                shutil.rmtree(final)
+            (staging / "data").rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        total, cpu = time.time() - t0, time.process_time() - c0
+        # the whole build (rollouts + writing), kept next to the dataset for the docs' table
+        timing = {"name": name, "size": ds.size, "episodes": ds.num_episodes, "seed": seed,
+                  "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1),
+                  "normalized_score": ds.summary()["normalized_score"], "fingerprint": meta["fingerprint"],
+                  "libraries": meta["libraries"],
+                  "machine": meta["machine"]}
+        if "episode_success_rate" in ds.info.extra.get("behaviour_policy", {}):
+            timing["episode_success_rate"] = ds.info.extra["behaviour_policy"]["episode_success_rate"]
+        (out_dir / "build_time.json").write_text(json.dumps(timing))
     return out_dir, ds, total
 
 
