@@ -4,6 +4,9 @@ episode limits, medium-replay / medium-expert assembly, D4RL export."""
 import importlib.metadata
 import json
 import platform
+import socket
+import subprocess
+import sys
 
 import flax.serialization
 import jax
@@ -15,6 +18,7 @@ from stratdiff.behaviour import policies
 from stratdiff.cli import main as cli_main
 from stratdiff.data import builders
 from stratdiff.data.loaders import load_dataset, read_d4rl_hdf5
+from stratdiff.locks import FolderBusyError
 
 HOP_OBS, HOP_ACT = 11, 3
 
@@ -103,12 +107,9 @@ def test_failed_or_busy_build_leaves_the_built_dataset_alone(tmp_path, monkeypat
     new, ds, _ = builders.build("hopper-random-v5", size=500, out=out, seed=2, force=True)
     assert load_dataset(out).size == 500 != old.size and not (out / ".partial").exists()
     assert not (out / "build.lock").exists()
-    import subprocess
-    import sys
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (out / "build.lock").write_text(f"{__import__('socket').gethostname()} {sleeper.pid}")
-        from stratdiff.locks import FolderBusyError
+        (out / "build.lock").write_text(f"{socket.gethostname()} {sleeper.pid}")
         with pytest.raises(FolderBusyError, match="build.lock"):
             builders.build("hopper-random-v5", size=300, out=out, force=True)
         assert cli_main(["data", "build", "hopper-random-v5", "--out", str(out), "--force"]) == 1

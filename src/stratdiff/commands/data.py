@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import tyro
 
 from stratdiff.commands import data_build
+from stratdiff.locks import FolderBusyError  # standard library only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         args=argv,
     )
     name = next((n for n, c in SUBCOMMANDS.items() if isinstance(cmd, c)), "data")
-    from stratdiff.locks import FolderBusyError  # standard library only
-
     try:
         return int(cmd.run() or 0)
     except BrokenPipeError:
