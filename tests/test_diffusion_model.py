@@ -99,6 +99,24 @@ def test_support_actions_batched_and_chunked(model):
     np.testing.assert_array_equal(drawn[8:], np.asarray(direct)[:2])
 
 
+@pytest.mark.parametrize("scale", [None, 4.0])
+def test_m_samples_per_state_equal_repeated_states(model, scale):
+    # sample(..., num_samples=m) computes the (s, t) condition once per state and broadcasts it over
+    # the m samples; with the same key that must be the samples of the m-times-repeated states (up to
+    # float rounding, which the solver's 1/alpha_t at t = 1 amplifies: ~1e-4 here, bit-identical at
+    # the cpu preset's sizes on our machine). Mixing up states or samples moves them by O(1).
+    obs = jax.random.normal(jax.random.PRNGKey(6), (7, 5))
+    key = jax.random.PRNGKey(7)
+    unclipped = SamplerConfig(steps=5, clip=None)  # the untrained model saturates at the clip otherwise
+    per_state = sample(model, obs, key, scale, num_samples=6, sampler=unclipped)
+    repeated = sample(model, jnp.repeat(obs, 6, axis=0), key, scale, sampler=unclipped)
+    assert per_state.shape == (7, 6, 3)
+    np.testing.assert_allclose(np.asarray(per_state).reshape(42, 3), np.asarray(repeated), rtol=1e-3, atol=1e-3)
+    # Another state's samples from the same noise are elsewhere: the comparison above can fail.
+    shifted = sample(model, jnp.repeat(jnp.roll(obs, 1, axis=0), 6, axis=0), key, scale, sampler=unclipped)
+    assert float(jnp.abs(shifted - repeated).max()) > 1.0
+
+
 def test_train_steps_counts_steps_and_reuses_compilation(model):
     obs = jax.random.normal(jax.random.PRNGKey(6), (256, 5))
     act = jnp.tanh(obs[:, :3])  # deterministic actions: learnable

@@ -260,26 +260,35 @@ train_steps.__doc__ = ("`num_steps` updates on batches drawn on device from (obs
 # ----------------------------------------------------------------------------------------------
 # Sampling
 # ----------------------------------------------------------------------------------------------
-def _noise_fn(model: BehaviourModel, observations: jax.Array, guidance_scale):
-    """(x, t, sigma_t) -> eps for the solver: condition terms that do not depend on a_t are hoisted."""
+def _noise_fn(model: BehaviourModel, observations: jax.Array, guidance_scale, m: int = 1):
+    """(x, t, sigma_t) -> eps for the solver: condition terms that do not depend on a_t are hoisted.
+
+    `observations` [n, obs] are the distinct states; the solver's `x` holds `m` samples per state,
+    [n * m, act], state-major. Every term that depends on (s, t) only (the score net's condition
+    and the energy net's state and time slices) is computed once per state and broadcast over its
+    m samples: the same numbers as repeating the states m times, for 1/m of that work.
+    """
     net, params = model.score_net, model.score_params
+    n, act = observations.shape[0], model.action_dim
     state_emb = net.apply(params, observations, method=ScoreNet.state_embedding)
+    grouped = lambda x: jnp.reshape(x, (n, m, act))  # noqa: E731
+    flat = lambda x: jnp.reshape(x, (n * m, act))  # noqa: E731
 
     def eps_fn(x, t):
         time_emb = net.apply(params, jnp.reshape(t, (1,)), method=ScoreNet.time_embedding)
-        cond = net.apply(params, state_emb, time_emb, method=ScoreNet.condition)
-        return net.apply(params, x, cond, method=ScoreNet.denoise)
+        cond = net.apply(params, state_emb, time_emb, method=ScoreNet.condition)  # [n, C]
+        return flat(net.apply(params, grouped(x), cond[:, None, :], method=ScoreNet.denoise))
 
     if guidance_scale is None:
         return lambda x, t, sigma_t: eps_fn(x, t)
 
     enet, eparams = model.energy_net, model.energy_params
-    state_part = enet.apply(eparams, observations, method=EnergyNet.state_part)
+    state_part = enet.apply(eparams, observations, method=EnergyNet.state_part)[:, None, :]  # [n, 1, W]
 
     def energy_grad_fn(x, t):
         time_part = enet.apply(eparams, jnp.reshape(t, (1,)), method=EnergyNet.time_part)
         f = lambda a: jnp.sum(enet.apply(eparams, a, state_part, time_part, method=EnergyNet.from_parts))  # noqa: E731
-        return jax.grad(f)(x)
+        return flat(jax.grad(f)(grouped(x)))
 
     return guided_noise_fn(eps_fn, energy_grad_fn, guidance_scale)
 
@@ -289,9 +298,8 @@ def _sample(model: BehaviourModel, observations: jax.Array, key: jax.Array, guid
     sampler = model.config.sampler if sampler is None else sampler
     n = observations.shape[0]
     m = 1 if num_samples is None else num_samples
-    obs = observations if m == 1 else jnp.repeat(observations, m, axis=0)
     x_T = jax.random.normal(key, (n * m, model.action_dim))
-    actions = dpm_solver_pp(_noise_fn(model, obs, guidance_scale), x_T, sampler)
+    actions = dpm_solver_pp(_noise_fn(model, observations, guidance_scale, m), x_T, sampler)
     return actions if num_samples is None else actions.reshape(n, m, model.action_dim)
 
 
