@@ -106,8 +106,9 @@ class RunConfig:
 # Scale presets: steps and bookkeeping; a scale's "default", then per backbone, then per
 # "<task kind>/<backbone>" (merged in that order). `cpu` was sized for a 45-minute StratDiff-IQL
 # run on 2 cores (its online step costs ~20 IQL steps, mostly the M = 8 guided samples); measured,
-# such a run takes 45.7 minutes on 2 quiet cores (42 with IQL's offline phase shared) and 89-101
-# on one. Its backbone runs at the same scale
+# such a run takes 39.4 minutes on 2 quiet cores with its own offline phase (45.7 before the
+# sampler shared each state's condition across its M samples) and 89-101 on one (before it).
+# Its backbone runs at the same scale
 # so the two compare. Cal-QL's update costs ~30 IQL updates, so its `cpu` scale is smaller still
 # (see the README for measured run times).
 SCALES: dict[str, dict[str, dict[str, Any]]] = {
