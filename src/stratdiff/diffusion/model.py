@@ -264,9 +264,10 @@ def _noise_fn(model: BehaviourModel, observations: jax.Array, guidance_scale, m:
     """(x, t, sigma_t) -> eps for the solver: condition terms that do not depend on a_t are hoisted.
 
     `observations` [n, obs] are the distinct states; the solver's `x` holds `m` samples per state,
-    [n * m, act], state-major. Every term that depends on (s, t) only (the score net's condition
-    and the energy net's state and time slices) is computed once per state and broadcast over its
-    m samples: the same numbers as repeating the states m times, for 1/m of that work.
+    [n * m, act], state-major. The terms that depend on the state and time only (the score net's
+    condition, the energy net's state slice) are computed once per state and broadcast over its m
+    samples: the numbers of repeating the states m times (bit for bit at the `cpu` preset's sizes
+    on our CPU; up to float rounding in general) for 1/m of that work.
     """
     net, params = model.score_net, model.score_params
     n, act = observations.shape[0], model.action_dim
