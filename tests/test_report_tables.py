@@ -199,3 +199,14 @@ def test_cli(runs_root, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert command.main([str(tmp_path / "empty")]) == 1
     assert "no run folders" in capsys.readouterr().err
+
+
+def test_curves_panel_title_names_seed_counts_per_column():
+    iql = report.Column("iql", (), "cpu", "IQL")
+    strat = report.Column("stratdiff-iql", (), "cpu", "StratDiff-IQL")
+    series = (np.array([1.0]), np.array([2.0]))
+    assert report.panel_title("hopper", {(iql, 0): [series] * 3, (strat, 0): [series] * 3}) == "hopper  (3 seeds)"
+    assert report.panel_title("hopper", {(iql, 0): [series]}) == "hopper  (1 seed)"
+    # different counts: each column's own, not the largest for all
+    assert report.panel_title("walker", {(iql, 0): [series] * 3, (strat, 0): [series]}) == \
+        "walker  (seeds: IQL 3, StratDiff-IQL 1)"

@@ -601,6 +601,18 @@ def aggregate_curve(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np
     return xs, mean, std, n
 
 
+def panel_title(dataset: str, lines: dict[tuple[Column, int], list]) -> str:
+    """A curves panel's title with its seed count, per table column where they differ
+    ("hopper-medium-v5 (3 seeds)", "walker2d-medium-v5 (seeds: IQL 3, StratDiff-IQL 1)")."""
+    counts: dict[str, int] = {}
+    for (col, _), series in lines.items():
+        counts[col.label] = max(counts.get(col.label, 0), len(series))
+    if len(set(counts.values())) == 1:
+        n = next(iter(counts.values()))
+        return f"{dataset}  ({n} seed{'s' if n > 1 else ''})"
+    return textwrap.fill(f"{dataset}  (seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")", 48)
+
+
 def _grid(n: int):
     from matplotlib.figure import Figure
 
@@ -656,8 +668,7 @@ def plot_curves(groups: dict[Column, list[Run]], column: str | Sequence[tuple[st
             (h,) = ax.plot(x, mean, color=color, lw=1.8, ls=styles[j % len(styles)], label=label)
             ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, lw=0)
             handles[label] = h
-        n_seeds = max(len(s) for s in lines[ds].values())
-        ax.set_title(f"{ds}  ({n_seeds} seed{'s' if n_seeds > 1 else ''})", fontsize=11)
+        ax.set_title(panel_title(ds, lines[ds]), fontsize=11)
         values = np.concatenate([y for series in lines[ds].values() for _, y in series])
         if auto_log and values.min() > 0 and values.max() > 100 * values.min():
             ax.set_yscale("log")
