@@ -210,3 +210,6 @@ def test_curves_panel_title_names_seed_counts_per_column():
     # different counts: each column's own, not the largest for all
     assert report.panel_title("walker", {(iql, 0): [series] * 3, (strat, 0): [series]}) == \
         "walker  (seeds: IQL 3, StratDiff-IQL 1)"
+    long = "walker2d-medium-replay-v5"
+    assert report.panel_title(long, {(iql, 0): [series] * 3, (strat, 0): [series]}) == \
+        long + "\n(seeds: IQL 3, StratDiff-IQL 1)"

@@ -610,7 +610,8 @@ def panel_title(dataset: str, lines: dict[tuple[Column, int], list]) -> str:
     if len(set(counts.values())) == 1:
         n = next(iter(counts.values()))
         return f"{dataset}  ({n} seed{'s' if n > 1 else ''})"
-    return textwrap.fill(f"{dataset}  (seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")", 48)
+    seeds = "(seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
+    return f"{dataset}  {seeds}" if len(dataset) + len(seeds) <= 44 else f"{dataset}\n{seeds}"
 
 
 def _grid(n: int):
