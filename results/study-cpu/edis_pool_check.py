@@ -3,7 +3,7 @@
 HalfCheetah-v5's reward is linear in the x-velocity and the squared action, both in the
 transition. Fit r ~ s'[8] + s[8] + |a|^2 + 1 on a run's online (real) transitions by least
 squares and report R^2 on the real ones and on the final generated pool; compare simple
-statistics. Reads runs/study/edis-iql/halfcheetah-medium-v5/seed*/checkpoint.msgpack (the
+statistics. Reads runs/study-halfcheetah-medium-32.6/edis-iql/halfcheetah-medium-v5/seed*/checkpoint.msgpack (the
 last checkpoint holds the online buffer and the pool).
 
     .venv/bin/python results/study-cpu/edis_pool_check.py [RUN_DIR ...]
@@ -41,4 +41,4 @@ def main(runs):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or sorted(glob("runs/study/edis-iql/halfcheetah-medium-v5/seed*")))
+    main(sys.argv[1:] or sorted(glob("runs/study-halfcheetah-medium-32.6/edis-iql/halfcheetah-medium-v5/seed*")))
