@@ -258,7 +258,7 @@ def test_success_rate_of_a_scripted_controller_on_the_evaluation_task():
 
 
 def test_sac_driver_trains_resumes_and_exports_the_controller(tmp_path):
-    from stratdiff.behaviour.policies import export_policy
+    from stratdiff.behaviour.export import export_policy
     from stratdiff.behaviour.train import TrainConfig, read_checkpoint_step, train
 
     cfg = TrainConfig(env_id="ant-goal-curriculum-v0", steps=200, start_steps=100, eval_every=100,

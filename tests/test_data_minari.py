@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 import warnings
 
 import gymnasium as gym
@@ -225,12 +223,9 @@ def test_built_name_under_data_root(tmp_path, monkeypatch):
 
 
 def test_unbuilt_buildable_name_says_how_to_build(tmp_path, monkeypatch):
-    import stratdiff.data
+    from stratdiff.data import catalog
 
-    fake = types.ModuleType("stratdiff.data.builders")
-    fake.DATASETS = {"hopper-medium-sac": object()}
-    monkeypatch.setitem(sys.modules, "stratdiff.data.builders", fake)
-    monkeypatch.setattr(stratdiff.data, "builders", fake, raising=False)
+    monkeypatch.setitem(catalog.DATASETS, "hopper-medium-sac", object())
     monkeypatch.setenv("STRATDIFF_DATA_DIR", str(tmp_path))
     with pytest.raises(DatasetError, match="run: stratdiff data build hopper-medium-sac"):
         load_dataset("hopper-medium-sac")

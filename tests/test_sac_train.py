@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stratdiff.agents.sac import SACConfig
-from stratdiff.behaviour import policies
+from stratdiff.behaviour import export, policies
 from stratdiff.behaviour.train import TrainConfig, read_buffer, train
 from stratdiff.locks import FolderBusyError
 
@@ -99,7 +99,7 @@ def test_compact_transitions_round_trip(run):
 
 def test_export_writes_policy_with_replay_and_evaluation(run, tmp_path):
     dest = tmp_path / "medium"
-    policies.export_policy(run, 200, "medium", episodes=2, dest=dest)
+    export.export_policy(run, 200, "medium", episodes=2, dest=dest)
     meta = json.loads((dest / "policy.json").read_text())
     assert meta["step"] == 200 and meta["seed"] == 3 and meta["level"] == "medium"
     assert meta["evaluation"]["episodes"] == 2 and "return" in meta["evaluation"]["stochastic"]

@@ -14,10 +14,12 @@ import flax.serialization
 import jax
 import numpy as np
 
+from stratdiff.errors import UserError
+
 FORMAT = "stratdiff-checkpoint-v1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 

@@ -31,6 +31,8 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
+from stratdiff.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
@@ -46,7 +48,7 @@ class EnvSpec:
     eval_env_id: str | None = None  # `evaluate` runs this id instead (None: the id itself)
 
 
-# D4RL reference scores (shared/notes/reference.md); v5 envs share v2's references.
+# D4RL reference scores (D4RL's infos.py REF_MIN_SCORE / REF_MAX_SCORE); v5 envs share v2's references.
 _HC = (-280.178953, 12135.0)
 _HOP = (-20.272305, 3234.3)
 _W2D = (1.629008, 4592.3)
@@ -94,7 +96,7 @@ GOAL_CURRICULUM_START_ANGLE = np.pi / 12  # 15 degrees
 GOAL_CURRICULUM_STEPS = 300_000
 
 
-class UnknownEnvError(ValueError):
+class UnknownEnvError(UserError, ValueError):
     pass
 
 
@@ -124,6 +126,37 @@ def _import_gymnasium_robotics():
     kept = [line for line in captured.getvalue().splitlines(keepends=True) if _ADROIT_NOTICE not in line]
     sys.stderr.write("".join(kept))
     return gymnasium_robotics
+
+
+# MuJoCo (3.3+) warns on compiling a model with `<compiler settotalmass=...>`, which gymnasium's
+# half_cheetah.xml uses: once per environment made, to stderr and to ./MUJOCO_LOG.TXT.
+_SETTOTALMASS_WARNING = "compiler attribute 'settotalmass' is deprecated"
+
+
+@contextlib.contextmanager
+def _without_settotalmass_warning():
+    """Drop MuJoCo's `settotalmass` deprecation warning while environments are made; any other
+    MuJoCo warning goes on to the handler in place before (MuJoCo's own: stderr + log file)."""
+    try:
+        import mujoco
+    except ImportError:  # a gymnasium task without MuJoCo
+        yield
+        return
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(message: str) -> None:
+        if _SETTOTALMASS_WARNING in message:
+            return
+        if previous is not None:
+            previous(message)
+        else:
+            sys.stderr.write(f"WARNING: {message}\n")
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 class AntMazeD4RL(gym.Wrapper):
@@ -291,14 +324,15 @@ def make_env(env_id: str, seed: int | None = None, train_step: int = 0) -> gym.E
     pass the episode seed to `reset`. `train_step`: the training step the env starts at
     (only a curriculum env uses it: a resumed run passes its step)."""
     spec = get_spec(env_id)
-    if spec.maze is not None:
-        env: gym.Env = AntMazeD4RL(MAZES[spec.maze], spec.max_episode_steps)
-    elif spec.controller:
-        env = AntGoal(spec.max_episode_steps,
-                      curriculum_steps=GOAL_CURRICULUM_STEPS if spec.goal_curriculum else 0,
-                      train_step=train_step)
-    else:
-        env = gym.make(env_id, max_episode_steps=spec.max_episode_steps)
+    with _without_settotalmass_warning():
+        if spec.maze is not None:
+            env: gym.Env = AntMazeD4RL(MAZES[spec.maze], spec.max_episode_steps)
+        elif spec.controller:
+            env = AntGoal(spec.max_episode_steps,
+                          curriculum_steps=GOAL_CURRICULUM_STEPS if spec.goal_curriculum else 0,
+                          train_step=train_step)
+        else:
+            env = gym.make(env_id, max_episode_steps=spec.max_episode_steps)
     if seed is not None:
         env.action_space.seed(seed)
     return env

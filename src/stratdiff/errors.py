@@ -1,17 +1,17 @@
-"""The errors a command reports as one line (bad input, bad state), not as a traceback."""
+"""The errors a command reports as one line (bad input, bad state), not as a traceback.
+
+This module is the ground floor of the package: it imports nothing from `stratdiff`. Each
+module's own error class (`DatasetError`, `ConfigError`, `RunError`, ...) derives from
+`UserError`, so a command catches them all without importing the modules that raise them.
+"""
 
 from __future__ import annotations
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Error classes that mean "the user's input or run folder is wrong", gathered lazily
-    so that commands which never load JAX do not import it."""
-    from stratdiff.checkpoint import CheckpointError
-    from stratdiff.data import DatasetError
-    from stratdiff.envs import UnknownEnvError
-    from stratdiff.locks import FolderBusyError
-    from stratdiff.methods import ConfigError
-    from stratdiff.runner import DivergenceError, RunError
+class UserError(Exception):
+    """The user's input or run folder is wrong; the message names the file, key or option."""
 
-    return (CheckpointError, DatasetError, UnknownEnvError, FolderBusyError, ConfigError, DivergenceError,
-            RunError)
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Error classes that mean "the user's input or run folder is wrong" (for `except`)."""
+    return (UserError,)

@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from stratdiff.errors import UserError
+
 RUN_LOCK = "run.lock"  # the lock of a training run's folder (stratdiff train, stratdiff sac train)
 
 
-class FolderBusyError(RuntimeError):
+class FolderBusyError(UserError, RuntimeError):
     """Another live process holds the folder's lock."""
 
 

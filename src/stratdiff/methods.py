@@ -14,9 +14,10 @@ import json
 from typing import Any
 
 from stratdiff.envs import get_spec
+from stratdiff.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad --algo, --preset, override or run config field."""
 
 

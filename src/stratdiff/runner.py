@@ -31,7 +31,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from stratdiff import checkpoint, envs, locks, sources, stratify
 from stratdiff.agents import AGENTS
@@ -45,8 +44,10 @@ from stratdiff.data import (
     make_reward_transform,
     mixed_batch,
 )
+from stratdiff.errors import UserError
 from stratdiff.logging import MetricsLogger
 from stratdiff.methods import METHODS, RunConfig, task_kind
+from stratdiff.progress import progress_bar
 from stratdiff.provenance import code_version
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -66,11 +67,11 @@ def offline_signature(cfg: RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps(d))  # tuples -> lists, as read back from JSON
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(UserError, RuntimeError):
     """A loss became NaN or inf; the run stopped and kept its last good checkpoint."""
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A run cannot start or resume as asked (clear message, no traceback needed)."""
 
 
@@ -421,7 +422,7 @@ class Runner:
         self.logger = MetricsLogger(self.out)
         self.logger.truncate_after(self.step)
         (self.out / "config.json").write_text(self.cfg.to_json())
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.cfg.algo, disable=not self.progress,
+        bar = progress_bar(total=self.total_steps, initial=self.step, desc=self.cfg.algo, disable=not self.progress,
                    dynamic_ncols=True)
         t0 = time.perf_counter()
         try:

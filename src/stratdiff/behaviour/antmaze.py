@@ -124,8 +124,7 @@ def snapshot_controller(run_dir: str | Path, step: int) -> Controller:
     the same task) as a controller."""
     import json
 
-    from stratdiff.behaviour.policies import BehaviourPolicy
-    from stratdiff.behaviour.train import load_actor
+    from stratdiff.behaviour.policies import BehaviourPolicy, load_actor
 
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())

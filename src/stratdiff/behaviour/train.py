@@ -160,11 +160,6 @@ def read_checkpoint_step(run_dir: str | Path) -> int:
     return int(json.loads(meta.read_text())["step"])
 
 
-def load_actor(path: str | Path):
-    """Actor parameters from a `.msgpack` file written by this module."""
-    return flax.serialization.msgpack_restore(Path(path).read_bytes())
-
-
 def _config_dict(train: TrainConfig, sac: SACConfig) -> dict:
     return {"train": dataclasses.asdict(train), "sac": dataclasses.asdict(sac),
             "stratdiff_version": stratdiff.__version__}
@@ -228,9 +223,9 @@ def _train(cfg: TrainConfig, out: Path, sac_cfg: SACConfig, progress: bool, log)
     hidden = sac_cfg.hidden_dims
     bar = None
     if progress:
-        from tqdm import tqdm
+        from stratdiff.progress import progress_bar
 
-        bar = tqdm(total=cfg.steps, initial=step, desc=cfg.env_id, mininterval=30, unit="step")
+        bar = progress_bar(total=cfg.steps, initial=step, desc=cfg.env_id, mininterval=30, unit="step")
     t0 = time.time()
     t_block = time.time()
     info = {}

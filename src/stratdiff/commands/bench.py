@@ -21,7 +21,7 @@ import tyro
 SECTIONS: dict[str, str] = {
     "agents": "stratdiff.agents.bench:bench_agents",
     "diffusion": "stratdiff.diffusion.bench:bench_diffusion",
-    "stratdiff": "stratdiff.stratify.bench:bench_online_step",
+    "stratdiff": "stratdiff.experiments.stratify_bench:bench_online_step",
 }
 
 

@@ -32,7 +32,7 @@ class SimilarityArgs:
 def run(args: SimilarityArgs) -> dict:
     import jax
 
-    from stratdiff.stratify.diagnostics import figure2, load_run, plot_figure2, split_agreement
+    from stratdiff.experiments.diagnostics import figure2, load_run, plot_figure2, split_agreement
     from stratdiff.stratify.stratdiff import StratDiffStratifier
 
     runner = load_run(args.run)

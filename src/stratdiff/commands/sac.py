@@ -3,7 +3,7 @@
     stratdiff sac train --env Hopper-v5 --steps 1000000 --out runs/sac/hopper --seed 0
     stratdiff sac select --run runs/sac/hopper --level medium
     stratdiff sac export --run runs/sac/hopper --step 150000 --level medium
-    stratdiff sac pack --run runs/sac/hopper --dest checkpoints/sac/hopper   # to commit
+    stratdiff sac pack --run runs/sac/hopper --dest checkpoints/sac/hopper   # to keep
     stratdiff sac unpack --packed checkpoints/sac/hopper --out runs/sac/hopper  # to resume
 
 `train` resumes from the run's own checkpoint when `--out` already holds one.
@@ -104,19 +104,19 @@ def _run(cmd) -> int:
         sac = SACConfig(hidden_dims=cmd.hidden, actor_lr=cmd.lr, critic_lr=cmd.lr, temp_lr=cmd.lr)
         train(cfg, cmd.out, sac, progress=not cmd.no_progress)
         return 0
-    from stratdiff.behaviour import policies
+    from stratdiff.behaviour import export
 
     if isinstance(cmd, Select):
-        step = policies.select_medium(cmd.run, episodes=cmd.episodes, window=cmd.window,
-                                      tolerance=cmd.tolerance)
+        step = export.select_medium(cmd.run, episodes=cmd.episodes, window=cmd.window,
+                                    tolerance=cmd.tolerance)
         if step is None:
             print("no snapshot at the medium level yet", file=sys.stderr)
             return 1
         print(step)
         return 0
     if isinstance(cmd, Export):
-        path = policies.export_policy(cmd.run, cmd.step, cmd.level, episodes=cmd.episodes,
-                                      provisional=cmd.provisional, dest=cmd.dest)
+        path = export.export_policy(cmd.run, cmd.step, cmd.level, episodes=cmd.episodes,
+                                    provisional=cmd.provisional, dest=cmd.dest)
         print(path)
         return 0
     return 2

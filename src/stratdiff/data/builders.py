@@ -28,7 +28,6 @@ The same name, size and seed give the same arrays (on the same machine and versi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import sys
@@ -39,40 +38,12 @@ from typing import Any
 import numpy as np
 
 import stratdiff
+from stratdiff.data.catalog import ANTMAZE, DATASETS, ENVS, KINDS, Recipe, is_buildable, recipe  # noqa: F401
 from stratdiff.data.dataset import Dataset, DatasetInfo
 from stratdiff.provenance import library_versions, machine
 
-ENVS: dict[str, str] = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
-KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 DEFAULT_SIZE = 1_000_000
 MAX_ENVS = 64  # environments stepped side by side
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    name: str
-    env_id: str
-    kind: str
-
-
-DATASETS: dict[str, Recipe] = {
-    f"{short}-{kind}-v5": Recipe(f"{short}-{kind}-v5", env_id, kind)
-    for short, env_id in ENVS.items() for kind in KINDS
-}
-# AntMaze datasets: the name is also the evaluation env id (stratdiff.envs.ENV_SPECS).
-ANTMAZE = ("antmaze-umaze-v0", "antmaze-umaze-diverse-v0", "antmaze-medium-play-v0",
-           "antmaze-medium-diverse-v0")
-DATASETS.update({name: Recipe(name, name, "antmaze") for name in ANTMAZE})
-
-
-def is_buildable(name: str) -> bool:
-    return name in DATASETS
-
-
-def recipe(name: str) -> Recipe:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; buildable: {', '.join(DATASETS)}")
-    return DATASETS[name]
 
 
 # ------------------------------------------------------------------------- rollouts

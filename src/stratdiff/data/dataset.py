@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from stratdiff.errors import UserError
+
 # Two observations closer than this (max abs difference) count as the same state when
 # trajectories are split where next_observations[t] != observations[t+1] (as CORL does).
 CONTINUITY_ATOL = 1e-6
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Invalid or unreadable dataset; the message names the file (or source) and the key."""
 
 

@@ -103,16 +103,10 @@ def load_dataset(
 
 
 def _is_buildable(name: str) -> bool:
-    """Whether `stratdiff.data.builders` (when present) can build `name`: it may expose
-    `is_buildable(name) -> bool` or a `DATASETS` mapping keyed by name."""
-    try:
-        from stratdiff.data import builders  # type: ignore[attr-defined]
-    except ImportError:
-        return False
-    check = getattr(builders, "is_buildable", None)
-    if callable(check):
-        return bool(check(name))
-    return name in getattr(builders, "DATASETS", {})
+    """Whether `stratdiff data build` makes `name`."""
+    from stratdiff.data.catalog import is_buildable
+
+    return is_buildable(name)
 
 
 def _looks_like_minari_id(name: str) -> bool:

@@ -85,12 +85,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from stratdiff.data import OfflineBuffer
 from stratdiff.diffusion import schedule
 from stratdiff.diffusion.sampler import SamplerConfig, dpm_solver_pp
 from stratdiff.nn.time import FourierFeatures
+from stratdiff.progress import progress_bar
 
 MC_RETURN_CHOICES = {"zero": 0.0, "uncalibrated": -1e30}
 ENERGIES = ("state", "policy", "transition")
@@ -304,7 +304,8 @@ def train_generator(key: jax.Array, cfg: EDISConfig, layout: Layout, data: jax.A
     state = _generator_init(jax.random.fold_in(key, 0), cfg, layout)
     n = max(d for d in range(1, min(chunk, cfg.train_steps) + 1) if cfg.train_steps % d == 0)
     losses, done = [], 0
-    bar = tqdm(total=cfg.train_steps, desc="EDIS generator", disable=not progress, dynamic_ncols=True, leave=False)
+    bar = progress_bar(total=cfg.train_steps, desc="EDIS generator", disable=not progress, dynamic_ncols=True,
+                       leave=False)
     while done < cfg.train_steps:
         state, loss = _generator_chunk(state, cfg, layout, data, jax.random.fold_in(key, done + 1), n)
         losses.append(float(jnp.mean(loss)))

@@ -29,7 +29,6 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from stratdiff.diffusion import PRESETS as DIFFUSION_PRESETS
 from stratdiff.diffusion import (
@@ -44,6 +43,7 @@ from stratdiff.diffusion import (
     save_model,
     train_steps,
 )
+from stratdiff.progress import progress_bar
 from stratdiff.stratify.split import SCORES, alignment_score, cap_exchange, exchange_stats, split_by_score
 from stratdiff.types import ONLINE
 
@@ -187,7 +187,7 @@ def _pretrain(context: dict[str, Any], cfg: StratDiffConfig, model: BehaviourMod
     """Behaviour model, support actions, energy pretraining (Algorithm 1's offline part)."""
     k_train, k_support, k_pick, k_energy = jax.random.split(key, 4)
     chunk = 1000
-    bar = tqdm(total=cfg.diffusion_steps, desc="behaviour model", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=cfg.diffusion_steps, desc="behaviour model", disable=not progress, dynamic_ncols=True)
     obs_j, act_j = jnp.asarray(obs), jnp.asarray(actions)
     done, losses = 0, []
     while done < cfg.diffusion_steps:
@@ -201,14 +201,14 @@ def _pretrain(context: dict[str, Any], cfg: StratDiffConfig, model: BehaviourMod
     bar.close()
     n_support = obs.shape[0] if cfg.support_states is None else min(cfg.support_states, obs.shape[0])
     rows = np.sort(np.asarray(jax.random.choice(k_pick, obs.shape[0], (n_support,), replace=False)))
-    bar = tqdm(total=n_support, desc="support actions", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=n_support, desc="support actions", disable=not progress, dynamic_ncols=True)
     support = draw_support_actions(model, obs[rows], k_support, chunk=min(1024, n_support),
                                    progress=lambda d, n: bar.update(d - bar.n))
     bar.close()
     support_obs = jnp.asarray(obs[rows])
     support_j = jnp.asarray(support)
     agent = context["agent"]
-    bar = tqdm(total=cfg.energy_pretrain_steps, desc="energy (CEP)", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=cfg.energy_pretrain_steps, desc="energy (CEP)", disable=not progress, dynamic_ncols=True)
     energy_losses = []
     for i in range(cfg.energy_pretrain_steps):
         k_idx, k_loss = jax.random.split(jax.random.fold_in(k_energy, i))
