@@ -4,15 +4,16 @@
 # summary.json, offline_agent.json) into RESULTS_DIR/runs, then write RESULTS_DIR/report.
 # --with-offline-agents also copies each run's offline_agent.msgpack (a few MB: the agent at the
 # end of the offline phase, which `reuse_offline_from` and `sweep --share-offline` take over), so
-# a fresh machine can continue the study without recomputing the offline phases.
+# that another machine can continue the study without recomputing the offline phases.
 # --with-unfinished also copies every unfinished run (a checkpoint.msgpack but no summary.json)
 # into RESULTS_DIR/unfinished, with its checkpoint and (StratDiff runs) its behaviour/ folder (the
-# pretrained behaviour model, support actions and energy: 10-30 MB), so that a session whose
-# machine goes away does not lose it. On a fresh machine, copy RESULTS_DIR/runs/. and RESULTS_DIR/unfinished/.
-# into the same RUNS_DIR path (a run's config.json names its backbone's run by that path, and
-# resume refuses a config that differs) and re-run the sweep: it resumes each run from its
-# checkpoint. Earlier unfinished copies are replaced, so a run that has finished since is dropped.
-# Without it, unfinished runs are left out; nothing under RUNS_DIR is changed.
+# pretrained behaviour model, support actions and energy: 10-30 MB). On another machine, copy
+# RESULTS_DIR/runs/. and RESULTS_DIR/unfinished/. into the same RUNS_DIR path (a run's config.json
+# names its backbone's run by that path, and resume refuses a config that differs) and re-run the
+# sweep: it resumes each run from its checkpoint. Earlier unfinished copies are replaced, so a run
+# that has finished since is dropped. Without it, unfinished runs are left out; nothing under
+# RUNS_DIR is changed. Offline agents and unfinished runs are for moving work between machines,
+# not for committing (.gitignore lists them).
 # e.g. results/collect.sh runs/study results/study-cpu
 #      results/collect.sh --with-offline-agents runs/antmaze-study results/antmaze-cpu
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""Are EDIS's generated halfcheetah transitions physically consistent? (CPU study, issue 8)
+"""Are EDIS's generated halfcheetah transitions physically consistent?
 
 HalfCheetah-v5's reward is linear in the x-velocity and the squared action, both in the
 transition. Fit r ~ s'[8] + s[8] + |a|^2 + 1 on a run's online (real) transitions by least
