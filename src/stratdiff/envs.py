@@ -239,7 +239,7 @@ class AntGoal(gym.Wrapper):
     distribution as without the curriculum) over the first `curriculum_steps` steps this env
     has taken (`train_step`, counted from the `train_step` given at construction, so a
     resumed training run continues its schedule). Why: SAC trained on the full-circle task
-    (checkpoints/sac/ant-goal-s0, 240k steps) only learned to stand (return ~900 per 1000
+    (240k steps) only learns to stand (return ~900 per 1000
     steps = the survive bonus minus control costs; its ant drifts ~5 m per episode and
     reaches ~0.3 goals): with a uniformly random goal direction any fixed gait earns zero
     expected progress while the control and contact costs punish every movement, so standing
