@@ -12,6 +12,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from stratdiff.locks import FolderBusyError
     from stratdiff.methods import ConfigError
     from stratdiff.runner import DivergenceError, RunError
+    from stratdiff.wandb_logging import WandbError
 
     return (CheckpointError, DatasetError, UnknownEnvError, FolderBusyError, ConfigError, DivergenceError,
-            RunError)
+            RunError, WandbError)

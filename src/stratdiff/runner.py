@@ -48,6 +48,7 @@ from stratdiff.data import (
 from stratdiff.logging import MetricsLogger
 from stratdiff.methods import METHODS, RunConfig, task_kind
 from stratdiff.provenance import code_version
+from stratdiff.wandb_logging import WandbLogger, WandbOptions
 
 CHECKPOINT = "checkpoint.msgpack"
 OFFLINE_AGENT = "offline_agent.msgpack"  # the agent at the end of the offline phase (kept for reuse)
@@ -126,8 +127,10 @@ class Runner:
     """Holds one run's state; `run()` drives both phases. Use `train()` below."""
 
     def __init__(self, cfg: RunConfig, out_dir: str | Path, progress: bool = True,
-                 dataset: Dataset | None = None):
+                 dataset: Dataset | None = None, wandb: WandbOptions | None = None):
         _check_config(cfg)
+        self.wandb_options = wandb
+        self.wandb: WandbLogger | None = None
         self.cfg = cfg
         self.out = Path(out_dir)
         self.progress = progress
@@ -259,6 +262,8 @@ class Runner:
     def _log(self, row: dict[str, Any], bar) -> None:
         row = {"step": self.step, "phase": self.step_phase(self.step - 1), **row}
         self.logger.log(row)
+        if self.wandb is not None:
+            self.wandb.log(row)
         if bar is not None:
             post = {"phase": row["phase"]}
             if "eval/score" in row:
@@ -421,6 +426,8 @@ class Runner:
         self.logger = MetricsLogger(self.out)
         self.logger.truncate_after(self.step)
         (self.out / "config.json").write_text(self.cfg.to_json())
+        if self.wandb_options is not None:
+            self.wandb = WandbLogger(self.wandb_options, json.loads(self.cfg.to_json()), self.out)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.cfg.algo, disable=not self.progress,
                    dynamic_ncols=True)
         t0 = time.perf_counter()
@@ -439,6 +446,8 @@ class Runner:
         self.save()
         summary = self.summary(time.perf_counter() - t0)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.wandb is not None:
+            self.wandb.finish(summary)
         return summary
 
     def summary(self, wall: float) -> dict[str, Any]:
@@ -458,20 +467,22 @@ class Runner:
 
 
 def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
+          stop_after: int | None = None, dataset: Dataset | None = None,
+          wandb: WandbOptions | None = None) -> dict[str, Any]:
     """Run (or with `resume`, continue) one offline -> online run into `out_dir`.
 
-    `dataset` may pass the already loaded `cfg.dataset`; `stop_after` (tests) stops the run
+    `dataset` may pass the already loaded `cfg.dataset`; `wandb` also logs the run to Weights &
+    Biases (`stratdiff.wandb_logging`); `stop_after` (tests) stops the run
     like a kill once the global step reaches it. One live process at a time writes a run
     folder (`run.lock`); a second one is refused with a FolderBusyError.
     """
     out = Path(out_dir)
     with locks.holding(out):
-        return _train(cfg, out, resume, progress, stop_after, dataset)
+        return _train(cfg, out, resume, progress, stop_after, dataset, wandb)
 
 
 def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,
-           dataset: Dataset | None) -> dict[str, Any]:
+           dataset: Dataset | None, wandb: WandbOptions | None = None) -> dict[str, Any]:
     ckpt = out / CHECKPOINT
     if resume:
         stored = out / "config.json"
@@ -483,4 +494,5 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: 
             raise RunError(f"cannot resume {out}: its config.json differs in {', '.join(diff)}")
     elif ckpt.exists() or (out / "summary.json").exists():
         raise RunError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
-    return Runner(cfg, out, progress=progress, dataset=dataset).run(resume=resume, stop_after=stop_after)
+    return Runner(cfg, out, progress=progress, dataset=dataset, wandb=wandb).run(resume=resume,
+                                                                                  stop_after=stop_after)

@@ -41,6 +41,12 @@ class TrainArgs:
     """StratDiff-IQL: Eq. 14 value loss on online-like samples instead of expectile 0.99 (Table 6)."""
     exchange_cap: int | None = None
     """StratDiff: at most this many samples cross strata each way per batch (Table 7)."""
+    wandb: bool = False
+    """Also log the config and the metrics.csv rows to Weights & Biases (pip install 'stratdiff[wandb]')."""
+    wandb_project: str = "stratdiff"
+    """W&B project (with --wandb)."""
+    wandb_group: str | None = None
+    """W&B group (with --wandb; `stratdiff sweep --wandb` groups its runs by the sweep's folder name)."""
 
 
 def overrides_from(args: TrainArgs) -> dict:
@@ -74,7 +80,13 @@ def run(args: TrainArgs) -> dict:
         raise ConfigError(f"dataset {args.dataset!r} does not name its environment: pass --env ENV_ID")
     cfg = resolve_config(args.algo, args.dataset, env_id, args.preset, args.seed, overrides_from(args))
     out = args.out or Path("runs") / args.algo / Path(args.dataset).name / f"seed{args.seed}"
-    return train(cfg, out, resume=args.resume, progress=not args.no_progress, dataset=dataset)
+    wandb = None
+    if args.wandb:
+        from stratdiff.wandb_logging import WandbOptions
+
+        wandb = WandbOptions(project=args.wandb_project, group=args.wandb_group,
+                             name=f"{args.algo}/{Path(args.dataset).name}/seed{args.seed}")
+    return train(cfg, out, resume=args.resume, progress=not args.no_progress, dataset=dataset, wandb=wandb)
 
 
 def main(argv: list[str]) -> int:
