@@ -145,8 +145,12 @@ class Runner:
         self.data_fingerprint = self.dataset.fingerprint()
         if self.env_id is None:
             raise RunError(f"dataset {cfg.dataset!r} does not name its environment: pass --env ENV_ID")
+        # normalised scores use the dataset's own reference scores (e.g. Minari's metadata) when it
+        # has them, else D4RL's for the environment; without either, scores are raw returns
         ref = (self.dataset.info.ref_min_score, self.dataset.info.ref_max_score)
         self.ref_scores = ref if None not in ref else envs.reference_scores(self.env_id)
+        self.ref_source = "dataset metadata" if None not in ref else "D4RL" if self.ref_scores else None
+        self.action_bounds = envs.action_bounds(self.env_id)  # None: the env acts in [-1, 1] as the agents
         agent_cls = AGENTS[self.method.agent]
         try:
             self.agent_config = make_config(agent_cls, task_kind(self.env_id), cfg.agent)
@@ -250,7 +254,7 @@ class Runner:
         key = jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed + 1), self.step)
 
         def policy(obs):
-            return np.asarray(self.agent.act(jnp.asarray(self.normalizer.normalize(obs)), key, True))
+            return self.env_action(np.asarray(self.agent.act(jnp.asarray(self.normalizer.normalize(obs)), key, True)))
 
         result = envs.evaluate(policy, self.env_id, self.cfg.eval_episodes,
                                seed=10_000 * (self.cfg.seed + 1) + self.step, ref_scores=self.ref_scores)
@@ -258,6 +262,13 @@ class Runner:
         self.last_score = float(score)
         self.best_score = max(self.best_score, self.last_score)
         return {f"eval/{k}": v for k, v in result.items()}
+
+    def env_action(self, action: np.ndarray) -> np.ndarray:
+        """An agent's action in [-1, 1] in the environment's own units (`envs.action_bounds`)."""
+        if self.action_bounds is None:
+            return action
+        low, high = self.action_bounds
+        return envs.rescale_action(action, np.asarray(low), np.asarray(high)).astype(np.float32)
 
     def _log(self, row: dict[str, Any], bar) -> None:
         row = {"step": self.step, "phase": self.step_phase(self.step - 1), **row}
@@ -368,7 +379,7 @@ class Runner:
             key = jax.random.fold_in(self.k_on, online_step)
             k_act, k_batch, k_update = jax.random.split(key, 3)
             action = np.asarray(self.agent.act(jnp.asarray(self.normalizer.normalize(obs[None])), k_act, False))[0]
-            next_obs, reward, terminated, truncated, info = env.step(action)
+            next_obs, reward, terminated, truncated, info = env.step(self.env_action(action))
             self.online.add(obs, action, reward, next_obs, terminated, truncated)
             episode_return += reward
             self.source, src_metrics = self.source.step(online_step, self.agent, self.online)
@@ -462,8 +473,18 @@ class Runner:
             "online_steps_per_s": cfg.online_steps / t_on if t_on else None,
             "offline_phase_from": self.offline_from,
             "dataset_fingerprint": self.data_fingerprint,
+            "score": self.score_kind(),
+            "reference_scores": None if self.ref_scores is None else {
+                "min": self.ref_scores[0], "max": self.ref_scores[1], "source": self.ref_source},
             "code": code_version(),
         }
+
+
+    def score_kind(self) -> str:
+        """What `final_score` and `eval/score` measure (`envs.evaluate`)."""
+        if envs.get_spec(self.env_id).goal_reaching:
+            return "success rate x 100"
+        return "raw return" if self.ref_scores is None else "normalised"
 
 
 def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
