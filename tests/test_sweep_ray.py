@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +15,9 @@ import pytest
 
 from stratdiff.experiments import sweep
 
+# Ray's switch for "no cluster": every Ray process binds to and talks over loopback only (read by
+# Ray at import, and by the Ray processes the fixture starts).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 ray = pytest.importorskip("ray")
 
 # Stand-in for `stratdiff train`: seed 0 finishes; seed 1 crashes once after a checkpoint.
@@ -63,8 +67,9 @@ TINY = ("offline_steps=20", "online_steps=20", "online_warmup_steps=5", "log_eve
 def local_ray():
     """One local Ray instance (2 CPUs, no dashboard, its own temp dir) for the whole module."""
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
+        assert context.address_info["node_ip_address"] == "127.0.0.1"
         yield
     finally:
         ray.shutdown()

@@ -136,8 +136,7 @@ def plot_probability_of_improvement(probabilities: Mapping[tuple[str, str], tupl
     fig, ax = plt.subplots(figsize=(6, 1.2 + 0.5 * len(estimates)))
     plot_utils.plot_probability_of_improvement(estimates, intervals, ax=ax)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # room for the method names on both sides
     plt.close(fig)
 
 
