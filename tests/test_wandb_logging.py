@@ -80,3 +80,21 @@ def test_wandb_offline_run_holds_config_and_metric_rows(hopper_hdf5, tmp_path, m
         assert logged == expected
     summary = json.loads((out / "summary.json").read_text())
     assert history[40]["eval/score"] == summary["final_score"]
+
+
+def test_sweep_runs_log_to_wandb_grouped_by_the_sweep(tmp_path):
+    from stratdiff.experiments import sweep
+
+    cfg = sweep.SweepConfig(algos=("iql",), datasets=("hopper-medium-v5",), seeds=(0, 1), preset="smoke",
+                            out=str(tmp_path / "pilot"), wandb=True, overrides=("online_steps=10",))
+    for run in sweep.plan(cfg):
+        opts = list(run.options)
+        assert opts[opts.index("--wandb-group") + 1] == "pilot" and "--wandb" in opts
+        assert opts[opts.index("--wandb-project") + 1] == "stratdiff"
+        assert opts.index("--wandb") < opts.index("--set")  # --set takes the rest of the line
+    named = sweep.SweepConfig(algos=("iql",), datasets=("d",), seeds=(0,), preset="smoke", out=str(tmp_path / "x"),
+                              wandb=True, wandb_project="p", wandb_group="g")
+    opts = list(sweep.plan(named)[0].options)
+    assert opts[opts.index("--wandb-project") + 1] == "p" and opts[opts.index("--wandb-group") + 1] == "g"
+    plain = sweep.SweepConfig(algos=("iql",), datasets=("d",), seeds=(0,), preset="smoke", out=str(tmp_path / "y"))
+    assert "--wandb" not in sweep.plan(plain)[0].options
