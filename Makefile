@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,ray,wandb]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -241,7 +241,7 @@ def test_download_failure_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(minari, "download_dataset", refuse)
     with pytest.raises(DatasetError, match=r"'mujoco/hopper/medium-v0' is not in .* downloading it failed "
                                            r"\(ConnectionError: network unreachable\)"):
-        load_dataset("mujoco/hopper/medium-v0")
+        load_dataset("mujoco/hopper/medium-v0", download=True)
 
 
 def _corrupt_copy(collected, tmp_path, edit):

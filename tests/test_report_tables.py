@@ -141,12 +141,40 @@ def test_report_md_lists_unfinished_scale_and_figures(built, runs_root):
     assert "1000" not in (out / "table_main.md").read_text()
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert figures == ["ablation_utd_curves.png", "ablation_utd_exchange.png", "curves_antmaze_iql.png",
-                       "curves_locomotion_iql.png", "exchange_iql.png", "scores_iql.png"]
+                       "curves_locomotion_iql.png", "exchange_iql.png", "rliable_improvement_antmaze.png",
+                       "rliable_improvement_locomotion.png", "rliable_profile_antmaze.png",
+                       "rliable_profile_locomotion.png", "scores_iql.png"]
     for name in figures:
         assert f"](figures/{name})" in md
         data = (out / "figures" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert "| stratdiff-iql | 200.0 | 20.9 | 5.0 |" in md  # cost: mean online steps/s (20 + seed) over 8 runs
+
+
+def test_rliable_aggregates_profiles_and_improvement(built):
+    out, md = built
+    numbers = json.loads((out / "report.json").read_text())["tables"]["rliable"]
+    # locomotion: both methods ran hopper and walker2d; stratdiff-iql has 2 hopper seeds, so 2 seeds each:
+    # iql [[10, 40], [20, 50]], stratdiff-iql [[40, 70], [50, 80]]
+    loco = numbers["locomotion"]
+    assert loco["datasets"] == ["hopper-medium-v2", "walker2d-medium-replay-v2"] and loco["seeds_per_dataset"] == 2
+    iql, sd = loco["aggregates"]["iql"], loco["aggregates"]["stratdiff-iql"]
+    assert (iql["IQM"][0], iql["mean"][0], iql["optimality gap"][0]) == (30.0, 30.0, 70.0)
+    assert (sd["IQM"][0], sd["mean"][0], sd["optimality gap"][0]) == (60.0, 60.0, 40.0)
+    for point, low, high in (*iql.values(), *sd.values()):
+        assert low <= point <= high
+    assert 10.0 <= iql["mean"][1] < iql["mean"][2] <= 50.0  # resampled seeds within each dataset
+    # no iql run beats a stratdiff-iql run on the same dataset
+    assert loco["probability_of_improvement"]["iql > stratdiff-iql"] == [0.0, 0.0, 0.0]
+    # AntMaze: 3 seeds each (iql's 4th dropped), iql [10, 20, 30] against [90, 90, 90]
+    am = numbers["antmaze"]["aggregates"]
+    assert am["iql"]["mean"][0] == 20.0 and am["stratdiff-iql"]["optimality gap"] == [10.0, 10.0, 10.0]
+    table = (out / "table_rliable_locomotion.md").read_text()
+    assert "| iql | 30.0 [" in table and "| stratdiff-iql | 60.0 [" in table
+    assert "rliable, 500 resamples, seed 3" in table
+    assert r"\toprule" in (out / "table_rliable_antmaze.tex").read_text()
+    assert "## Aggregate metrics with rliable" in md and "| method | IQM | mean | optimality gap |" in md
+    assert (out / "table_main.md").is_file() and (out / "table_iqm.tex").is_file()  # the tables stay
 
 
 def test_curve_aggregation_and_online_steps(runs_root):

@@ -16,12 +16,18 @@ state), a reward for progress toward the goal and a new goal whenever one is rea
 `ant-goal-curriculum-v0` is the same task for training only: its goals start within a narrow
 cone ahead of the ant that widens to the full circle over `GOAL_CURRICULUM_STEPS` steps
 (`AntGoal`'s docstring says why); its evaluations (`evaluate`) run on `ant-goal-v0`.
+
+Any other gymnasium id with a bounded Box action space works too (`get_spec`): without D4RL
+reference scores its scores are raw returns. The agents act in [-1, 1]; where an environment's
+bounds differ (`action_bounds`, e.g. InvertedPendulum's [-3, 3]), the runner maps actions to them
+with `rescale_action`, and the dataset loaders map recorded actions the other way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import os
 import sys
@@ -336,6 +342,37 @@ def make_env(env_id: str, seed: int | None = None, train_step: int = 0) -> gym.E
     if seed is not None:
         env.action_space.seed(seed)
     return env
+
+
+@functools.lru_cache(maxsize=None)
+def action_bounds(env_id: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(low, high) of a plain gymnasium environment's Box actions where they are not [-1, 1]; None
+    where they are (and for this project's own ids). Other action spaces are refused."""
+    spec = get_spec(env_id)
+    if spec.maze is not None or spec.controller:
+        return None
+    env = gym.make(env_id)
+    space = env.action_space
+    env.close()
+    if not isinstance(space, gym.spaces.Box):
+        raise UnknownEnvError(f"environment {env_id!r} has a {type(space).__name__} action space; stratdiff "
+                              "needs continuous (Box) actions")
+    low, high = np.asarray(space.low, np.float64).ravel(), np.asarray(space.high, np.float64).ravel()
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise UnknownEnvError(f"environment {env_id!r} has unbounded Box actions; stratdiff needs finite bounds")
+    if np.all(low == -1.0) and np.all(high == 1.0):
+        return None
+    return tuple(low.tolist()), tuple(high.tolist())
+
+
+def rescale_action(a, low, high):
+    """[-1, 1] -> [low, high], elementwise (NumPy or JAX arrays)."""
+    return low + (a + 1.0) * 0.5 * (high - low)
+
+
+def unit_action(a, low, high):
+    """[low, high] -> [-1, 1], the inverse of `rescale_action`."""
+    return 2.0 * (a - low) / (high - low) - 1.0
 
 
 def env_dims(env_id: str) -> tuple[int, int]:

@@ -49,6 +49,7 @@ from stratdiff.logging import MetricsLogger
 from stratdiff.methods import METHODS, RunConfig, task_kind
 from stratdiff.progress import progress_bar
 from stratdiff.provenance import code_version
+from stratdiff.wandb_logging import WandbLogger, WandbOptions
 
 CHECKPOINT = "checkpoint.msgpack"
 OFFLINE_AGENT = "offline_agent.msgpack"  # the agent at the end of the offline phase (kept for reuse)
@@ -127,8 +128,10 @@ class Runner:
     """Holds one run's state; `run()` drives both phases. Use `train()` below."""
 
     def __init__(self, cfg: RunConfig, out_dir: str | Path, progress: bool = True,
-                 dataset: Dataset | None = None):
+                 dataset: Dataset | None = None, wandb: WandbOptions | None = None):
         _check_config(cfg)
+        self.wandb_options = wandb
+        self.wandb: WandbLogger | None = None
         self.cfg = cfg
         self.out = Path(out_dir)
         self.progress = progress
@@ -143,8 +146,12 @@ class Runner:
         self.data_fingerprint = self.dataset.fingerprint()
         if self.env_id is None:
             raise RunError(f"dataset {cfg.dataset!r} does not name its environment: pass --env ENV_ID")
+        # normalised scores use the dataset's own reference scores (e.g. Minari's metadata) when it
+        # has them, else D4RL's for the environment; without either, scores are raw returns
         ref = (self.dataset.info.ref_min_score, self.dataset.info.ref_max_score)
         self.ref_scores = ref if None not in ref else envs.reference_scores(self.env_id)
+        self.ref_source = "dataset metadata" if None not in ref else "D4RL" if self.ref_scores else None
+        self.action_bounds = envs.action_bounds(self.env_id)  # None: the env acts in [-1, 1] as the agents
         agent_cls = AGENTS[self.method.agent]
         try:
             self.agent_config = make_config(agent_cls, task_kind(self.env_id), cfg.agent)
@@ -248,7 +255,7 @@ class Runner:
         key = jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed + 1), self.step)
 
         def policy(obs):
-            return np.asarray(self.agent.act(jnp.asarray(self.normalizer.normalize(obs)), key, True))
+            return self.env_action(np.asarray(self.agent.act(jnp.asarray(self.normalizer.normalize(obs)), key, True)))
 
         result = envs.evaluate(policy, self.env_id, self.cfg.eval_episodes,
                                seed=10_000 * (self.cfg.seed + 1) + self.step, ref_scores=self.ref_scores)
@@ -257,9 +264,18 @@ class Runner:
         self.best_score = max(self.best_score, self.last_score)
         return {f"eval/{k}": v for k, v in result.items()}
 
+    def env_action(self, action: np.ndarray) -> np.ndarray:
+        """An agent's action in [-1, 1] in the environment's own units (`envs.action_bounds`)."""
+        if self.action_bounds is None:
+            return action
+        low, high = self.action_bounds
+        return envs.rescale_action(action, np.asarray(low), np.asarray(high)).astype(np.float32)
+
     def _log(self, row: dict[str, Any], bar) -> None:
         row = {"step": self.step, "phase": self.step_phase(self.step - 1), **row}
         self.logger.log(row)
+        if self.wandb is not None:
+            self.wandb.log(row)
         if bar is not None:
             post = {"phase": row["phase"]}
             if "eval/score" in row:
@@ -364,7 +380,7 @@ class Runner:
             key = jax.random.fold_in(self.k_on, online_step)
             k_act, k_batch, k_update = jax.random.split(key, 3)
             action = np.asarray(self.agent.act(jnp.asarray(self.normalizer.normalize(obs[None])), k_act, False))[0]
-            next_obs, reward, terminated, truncated, info = env.step(action)
+            next_obs, reward, terminated, truncated, info = env.step(self.env_action(action))
             self.online.add(obs, action, reward, next_obs, terminated, truncated)
             episode_return += reward
             self.source, src_metrics = self.source.step(online_step, self.agent, self.online)
@@ -422,6 +438,8 @@ class Runner:
         self.logger = MetricsLogger(self.out)
         self.logger.truncate_after(self.step)
         (self.out / "config.json").write_text(self.cfg.to_json())
+        if self.wandb_options is not None:
+            self.wandb = WandbLogger(self.wandb_options, json.loads(self.cfg.to_json()), self.out)
         bar = progress_bar(total=self.total_steps, initial=self.step, desc=self.cfg.algo, disable=not self.progress,
                    dynamic_ncols=True)
         t0 = time.perf_counter()
@@ -440,6 +458,8 @@ class Runner:
         self.save()
         summary = self.summary(time.perf_counter() - t0)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.wandb is not None:
+            self.wandb.finish(summary)
         return summary
 
     def summary(self, wall: float) -> dict[str, Any]:
@@ -454,25 +474,37 @@ class Runner:
             "online_steps_per_s": cfg.online_steps / t_on if t_on else None,
             "offline_phase_from": self.offline_from,
             "dataset_fingerprint": self.data_fingerprint,
+            "score": self.score_kind(),
+            "reference_scores": None if self.ref_scores is None else {
+                "min": self.ref_scores[0], "max": self.ref_scores[1], "source": self.ref_source},
             "code": code_version(),
         }
 
 
+    def score_kind(self) -> str:
+        """What `final_score` and `eval/score` measure (`envs.evaluate`)."""
+        if envs.get_spec(self.env_id).goal_reaching:
+            return "success rate x 100"
+        return "raw return" if self.ref_scores is None else "normalised"
+
+
 def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
+          stop_after: int | None = None, dataset: Dataset | None = None,
+          wandb: WandbOptions | None = None) -> dict[str, Any]:
     """Run (or with `resume`, continue) one offline -> online run into `out_dir`.
 
-    `dataset` may pass the already loaded `cfg.dataset`; `stop_after` (tests) stops the run
+    `dataset` may pass the already loaded `cfg.dataset`; `wandb` also logs the run to Weights &
+    Biases (`stratdiff.wandb_logging`); `stop_after` (tests) stops the run
     like a kill once the global step reaches it. One live process at a time writes a run
     folder (`run.lock`); a second one is refused with a FolderBusyError.
     """
     out = Path(out_dir)
     with locks.holding(out):
-        return _train(cfg, out, resume, progress, stop_after, dataset)
+        return _train(cfg, out, resume, progress, stop_after, dataset, wandb)
 
 
 def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,
-           dataset: Dataset | None) -> dict[str, Any]:
+           dataset: Dataset | None, wandb: WandbOptions | None = None) -> dict[str, Any]:
     ckpt = out / CHECKPOINT
     if resume:
         stored = out / "config.json"
@@ -484,4 +516,5 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: 
             raise RunError(f"cannot resume {out}: its config.json differs in {', '.join(diff)}")
     elif ckpt.exists() or (out / "summary.json").exists():
         raise RunError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
-    return Runner(cfg, out, progress=progress, dataset=dataset).run(resume=resume, stop_after=stop_after)
+    return Runner(cfg, out, progress=progress, dataset=dataset, wandb=wandb).run(resume=resume,
+                                                                                  stop_after=stop_after)

@@ -73,7 +73,9 @@ class BehaviourPolicy:
 
 
 def _rescale(a, low, high):
-    return low + (a + 1.0) * 0.5 * (high - low)
+    from stratdiff.envs import rescale_action
+
+    return rescale_action(a, low, high)
 
 
 def _sample_impl(params, observations, key, hidden_dims, action_dim, low, high):

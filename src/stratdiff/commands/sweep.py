@@ -54,6 +54,12 @@ class SweepArgs:
     """A method on a backbone that also runs here (stratdiff-iql next to iql, same dataset and seed),
     or whose backbone run in --out already finished its offline phase (an earlier sweep), takes
     over that run's offline phase instead of repeating it (`reuse_offline_from`)."""
+    wandb: bool = False
+    """Every run also logs to Weights & Biases (pip install 'stratdiff[wandb]'), grouped by the sweep."""
+    wandb_project: str = "stratdiff"
+    """W&B project (with --wandb)."""
+    wandb_group: str | None = None
+    """W&B group (with --wandb; default: the name of the --out folder)."""
     dry_run: bool = False
     """Print the runs and their state (new / resume / finished / conflict) without running."""
 
@@ -74,7 +80,8 @@ def main(argv: list[str]) -> int:
         cfg = sweep.SweepConfig(
             algos=args.algos, datasets=args.datasets, seeds=args.seeds, preset=args.preset, out=str(args.out),
             env=args.env, overrides=overrides(args), workers=args.workers, ray_address=args.ray,
-            max_retries=args.max_retries, share_offline=args.share_offline)
+            max_retries=args.max_retries, share_offline=args.share_offline,
+            wandb=args.wandb, wandb_project=args.wandb_project, wandb_group=args.wandb_group)
         if args.dry_run:
             for run in sweep.plan(cfg):
                 why = sweep.conflict(run, cfg)

@@ -21,6 +21,8 @@ class TrainArgs:
     """Dataset source: a D4RL HDF5 file, a Minari dataset folder or id, or a name built with `stratdiff data build`."""
     env: str | None = None
     """Environment id, when the dataset does not name one."""
+    download: bool = False
+    """Download a Minari dataset id missing from MINARI_DATASETS_PATH from the hub (or STRATDIFF_DOWNLOAD=1)."""
     preset: Literal["smoke", "cpu", "paper"] = "cpu"
     """Scale: smoke (seconds, tests), cpu (this 2-core machine), paper (1M offline + 200k online steps)."""
     seed: int = 0
@@ -41,6 +43,12 @@ class TrainArgs:
     """StratDiff-IQL: Eq. 14 value loss on online-like samples instead of expectile 0.99 (Table 6)."""
     exchange_cap: int | None = None
     """StratDiff: at most this many samples cross strata each way per batch (Table 7)."""
+    wandb: bool = False
+    """Also log the config and the metrics.csv rows to Weights & Biases (pip install 'stratdiff[wandb]')."""
+    wandb_project: str = "stratdiff"
+    """W&B project (with --wandb)."""
+    wandb_group: str | None = None
+    """W&B group (with --wandb; `stratdiff sweep --wandb` groups its runs by the sweep's folder name)."""
 
 
 def overrides_from(args: TrainArgs) -> dict:
@@ -64,17 +72,13 @@ def overrides_from(args: TrainArgs) -> dict:
 
 
 def run(args: TrainArgs) -> dict:
-    from stratdiff.data import load_dataset
-    from stratdiff.methods import ConfigError, resolve_config
-    from stratdiff.runner import train
+    from stratdiff import api
+    from stratdiff.wandb_logging import WandbOptions
 
-    dataset = load_dataset(args.dataset, args.env)
-    env_id = args.env or dataset.info.env_id
-    if env_id is None:
-        raise ConfigError(f"dataset {args.dataset!r} does not name its environment: pass --env ENV_ID")
-    cfg = resolve_config(args.algo, args.dataset, env_id, args.preset, args.seed, overrides_from(args))
-    out = args.out or Path("runs") / args.algo / Path(args.dataset).name / f"seed{args.seed}"
-    return train(cfg, out, resume=args.resume, progress=not args.no_progress, dataset=dataset)
+    wandb = WandbOptions(project=args.wandb_project, group=args.wandb_group) if args.wandb else False
+    return api.train(args.algo, args.dataset, env=args.env, preset=args.preset, seed=args.seed, out=args.out,
+                     overrides=overrides_from(args), resume=args.resume, progress=not args.no_progress,
+                     download=True if args.download else None, wandb=wandb)
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,9 @@
 3. a name under `data_root()` (env var STRATDIFF_DATA_DIR, default `~/.stratdiff/datasets`):
    the Minari dataset directory `data_root()/NAME` (where `stratdiff data build` writes);
 4. a Minari dataset id found in MINARI_DATASETS_PATH (default `~/.minari/datasets`);
-5. a Minari dataset id downloaded with minari (one clear error where that is impossible).
+5. a Minari dataset id (`mujoco/hopper/medium-v0`, `D4RL/door/human-v2`) downloaded from the Minari hub
+   with minari into MINARI_DATASETS_PATH, when downloads are allowed (`download=True`, `--download`, or
+   STRATDIFF_DOWNLOAD=1); otherwise, or without a connection, one clear error saying how to get it.
 
 Every failure is one `DatasetError` naming the file and key. Reading opens files read-only
 and never writes anything.
@@ -39,6 +41,7 @@ from stratdiff.data.validation import (
 )
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
+DOWNLOAD_ENV = "STRATDIFF_DOWNLOAD"  # 1/true/yes: download missing Minari datasets from the hub
 METADATA_KEY = "stratdiff"  # Minari metadata.json entry holding env_id and extra metadata
 _INFO_FIELDS = ("name", "env_id", "ref_min_score", "ref_max_score")
 
@@ -60,14 +63,15 @@ def load_dataset(
     env_id: str | None = None,
     *,
     validate: bool = True,
-    download: bool = True,
+    download: bool | None = None,
 ) -> Dataset:
     """Load a dataset from a D4RL HDF5 file, a Minari directory, a built name or a Minari id.
 
     `env_id` overrides the env id stored with the data; when an env id is known (either way)
     the observation/action sizes are checked against the environment. `validate=False` skips
     the NaN/inf, action-range and environment checks (keys and lengths are always checked).
-    `download=False` never tries the network.
+    `download=True` downloads a Minari dataset id missing locally from the Minari hub (with minari's
+    progress output); `False` never tries the network; None (default) asks $STRATDIFF_DOWNLOAD.
     """
     if env_id is not None and validate and not is_known_env(env_id):
         env_dims_or_error(env_id, f"--env {env_id}")  # raises the unknown-id error
@@ -93,8 +97,13 @@ def load_dataset(
         raise DatasetError(f"{text}: no such file or directory")
     if _is_buildable(text):
         raise DatasetError(f"dataset {text!r} is not built yet; run: stratdiff data build {text}")
-    if download and _looks_like_minari_id(text):
-        return _download_minari(text, env_id, validate=validate)
+    if _looks_like_minari_id(text) and download is not False:
+        if download or os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes"):
+            return _download_minari(text, env_id, validate=validate)
+        raise DatasetError(
+            f"Minari dataset {text!r} is not in {minari_root()} (MINARI_DATASETS_PATH); download it with "
+            f"--download (or {DOWNLOAD_ENV}=1), or run `minari download {text}` and copy it there"
+        )
     raise DatasetError(
         f"unknown dataset source {text!r}: not a file, not a directory, not a dataset in "
         f"{data_root()} (STRATDIFF_DATA_DIR) and not a Minari dataset in {minari_root()} "
@@ -127,7 +136,8 @@ def _download_minari(dataset_id: str, env_id: str | None, *, validate: bool) -> 
         msg = " ".join(str(e).split())[:300]
         raise DatasetError(
             f"Minari dataset {dataset_id!r} is not in {minari_root()} (MINARI_DATASETS_PATH) and downloading "
-            f"it failed ({type(e).__name__}: {msg}); copy it there or pass a local file/directory"
+            f"it failed ({type(e).__name__}: {msg}); on a machine with a connection run `minari download "
+            f"{dataset_id}` and copy {minari_root() / dataset_id} there, or pass a local file/directory"
         ) from None
     return read_minari(minari_root() / dataset_id, env_id, validate=validate)
 
@@ -213,6 +223,7 @@ def read_d4rl_hdf5(path: str | Path, env_id: str | None = None, *, validate: boo
         raise DatasetError(f"{where}: not a readable HDF5 file ({_oneline(e)})") from None
 
     fields, extra = _split_metadata(meta)
+    arrays["actions"] = _unit_actions(arrays["actions"], env_id or fields.get("env_id"), extra)
     if validate:
         arrays = check_arrays(arrays, where)
     else:
@@ -303,6 +314,26 @@ def _check_env(ds: Dataset, explicit_env: str | None, validate: bool) -> None:
     # as metadata but cannot be checked; an id passed explicitly must be known.
     if explicit_env is not None or is_known_env(env):
         check_env_dims(ds.obs_dim, ds.act_dim, env, ds.info.source)
+
+
+ACTIONS_RESCALED = "actions_rescaled_from"  # extra metadata: the env bounds the actions were mapped from
+
+
+def _unit_actions(actions: np.ndarray, env_id: str | None, extra: dict[str, Any]) -> np.ndarray:
+    """Actions recorded in an environment's own units (Box bounds other than [-1, 1], e.g.
+    InvertedPendulum's [-3, 3]) -> [-1, 1], the agents' units; the bounds are noted in `extra`
+    (ACTIONS_RESCALED), so a dataset written back out and read again is not mapped twice."""
+    if env_id is None or ACTIONS_RESCALED in extra or not is_known_env(env_id):
+        return actions
+    from stratdiff.envs import action_bounds, unit_action
+
+    bounds = action_bounds(env_id)
+    actions = np.asarray(actions)
+    if bounds is None or actions.ndim != 2 or actions.shape[1] != len(bounds[0]):
+        return actions  # wrong sizes are reported by the environment check
+    low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+    extra[ACTIONS_RESCALED] = {"low": list(bounds[0]), "high": list(bounds[1])}
+    return unit_action(actions.astype(np.float64), low, high).astype(actions.dtype)
 
 
 def _oneline(e: BaseException) -> str:
@@ -446,6 +477,7 @@ def read_minari(directory: str | Path, env_id: str | None = None, *, validate: b
         extra=extra,
     )
     arrays = _join_episodes(episodes, where)
+    arrays["actions"] = _unit_actions(arrays["actions"], info.env_id, info.extra)
     if validate:
         arrays = check_arrays(arrays, where)
     ds = Dataset(**arrays, info=info)

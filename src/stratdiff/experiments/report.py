@@ -10,6 +10,9 @@ config.json is a run config) and writes to `out`:
   `stratdiff.envs.get_spec(env).goal_reaching`);
 - `table_iqm.md/.tex`: the same cells as IQM with a 95% stratified bootstrap interval
   (`stratdiff.experiments.stats`), aggregate rows pooling every run of a task kind;
+- `table_rliable_<kind>.md/.tex` and `figures/rliable_*.png`: rliable's aggregate metrics per
+  task kind (IQM, mean, optimality gap with stratified bootstrap CIs), performance profiles
+  and probability of improvement (`stratdiff.experiments.rliable_stats`);
 - `table_ablation_<key>.md/.tex`: Tables 5-8 layouts, one per ablated setting found;
 - `figures/*.png`: learning curves per dataset (eval/score vs online step, mean +- std over
   seeds; Figures 3, 5, 6), exchange counts when runs logged `strat/exchange` (Figures 9,
@@ -39,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from stratdiff.experiments import stats
+from stratdiff.experiments import rliable_stats, stats
 
 # What names a run, and where its offline phase came from (`reuse_offline_from`: the same result
 # as computing it, so never a variant).
@@ -752,6 +755,11 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
         (out / "table_iqm.md").write_text(render_iqm_table(main_table, reps, seed, confidence))
         (out / "table_iqm.tex").write_text(render_iqm_table(main_table, reps, seed, confidence, latex=True))
         numbers["main"] = {f"{d} | {c}": cell for (d, c), cell in main_table.cells.items()}
+    raw = sorted({str(r.env) for r in kept if (r.summary or {}).get("score") == "raw return"})
+    rliable_lines, rliable_figs, numbers["rliable"] = rliable_stats.write_section(
+        {k: {c: main_table.column_scores(c, k) for c in main_table.columns} for k in KINDS}, out, figs, reps,
+        seed, confidence, KIND_TITLES, "score (raw returns on some datasets)" if raw else "normalised score",
+        colors)
 
     # Learning curves (Figures 3, 5, 6) per task kind and backbone; exchange counts (9, 11).
     curve_figs, exchange_figs, score_figs = [], [], []
@@ -820,11 +828,19 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
               "(`final_score` in summary.json). Columns are grouped by config, not folder names: a "
               "`[...]` label lists the settings that differ from the method's defaults. Cells with fewer "
               "seeds than the fullest cell are marked (n=k); std is the sample std (ddof=1).", ""]
+    if raw:
+        lines += [f"Runs on {', '.join(raw)} have no reference scores: their scores are raw returns "
+                  "(summary.json: `\"score\": \"raw return\"`), not normalised.", ""]
     if main:
         lines += ["## Table 1 layout: mean ± std", "", "[Markdown](table_main.md) · [LaTeX](table_main.tex)",
                   "", (out / "table_main.md").read_text(), ""]
         lines += ["## IQM with 95% bootstrap confidence intervals", "",
                   "[Markdown](table_iqm.md) · [LaTeX](table_iqm.tex)", "", (out / "table_iqm.md").read_text(), ""]
+    if rliable_lines:
+        lines += ["## Aggregate metrics with rliable", "",
+                  "Every method on the datasets all methods ran, the same number of seeds each; profiles show "
+                  "the fraction of runs above each score, probability of improvement P(X > Y) that a run of "
+                  "X beats one of Y.", "", *rliable_lines]
     if curve_figs:
         lines += ["## Learning curves (Figures 3, 5, 6)", ""]
         lines += [f"![{n}](figures/{n})" for n in curve_figs] + [""]
@@ -871,7 +887,7 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
         "root": str(root), "runs": len(runs), "finished": len(finished),
         "unfinished": [str(r.path) for r in unfinished], "duplicates": [str(r.path) for r in dups],
         "bootstrap": {"reps": reps, "seed": seed, "confidence": confidence},
-        "tables": numbers, "figures": curve_figs + exchange_figs + score_figs +
+        "tables": numbers, "figures": curve_figs + exchange_figs + score_figs + rliable_figs +
         [n for p in ablation_parts for n in p[3]]}, indent=2, default=_json_default))
     return out / "report.md"
 

@@ -80,6 +80,9 @@ class SweepConfig:
     # finished its offline phase in `out` (an earlier sweep), takes over that run's offline phase
     # (`reuse_offline_from`) instead of repeating it
     share_offline: bool = False
+    wandb: bool = False  # every run logs to Weights & Biases (`stratdiff train --wandb`)
+    wandb_project: str = "stratdiff"
+    wandb_group: str | None = None  # None: the sweep folder's name
 
     def __post_init__(self):
         for name in ("algos", "datasets", "seeds"):
@@ -138,6 +141,9 @@ def plan(cfg: SweepConfig) -> list[RunSpec]:
                            "--out", str(folder), "--no-progress"]
                 if cfg.env:
                     options += ["--env", cfg.env]
+                if cfg.wandb:
+                    options += ["--wandb", "--wandb-project", cfg.wandb_project,
+                                "--wandb-group", cfg.wandb_group or Path(cfg.out).resolve().name]
                 sets = list(cfg.overrides)
                 if cfg.share_offline:
                     from stratdiff.methods import METHODS
@@ -258,13 +264,15 @@ def _final_score(folder: Path) -> float | None:
 
 def execute_run(run: RunSpec, command: Sequence[str], max_retries: int, env: dict[str, str] | None = None,
                 register: Callable[[subprocess.Popen | None], None] | None = None,
-                stop: threading.Event | None = None) -> dict[str, Any]:
+                stop: threading.Event | None = None, die_with_parent: bool = False) -> dict[str, Any]:
     """Run (or skip, or resume) one run with retries; returns its manifest entry.
 
     Safe to call in any process (the local pool's threads or a Ray worker). Never deletes
     or rewrites anything in the run folder except appending to its log (and its lock); a
     finished run is left as it is. `register` (local pool) is told the live subprocess so
     that an interrupted sweep can stop it; once `stop` is set no new attempt starts.
+    `die_with_parent` (Ray workers, Linux): the training process is killed when the calling
+    process dies, so a retry of the task never runs beside an orphan writing the same folder.
     """
     folder = Path(run.out_dir)
     log = folder / LOG
@@ -279,12 +287,21 @@ def execute_run(run: RunSpec, command: Sequence[str], max_retries: int, env: dic
         return {**entry, "status": "busy", "final_score": None,
                 "error": f"another sweep ({holder}) is running it ({folder / LOCK})"}
     try:
-        return _attempts(run, command, max_retries, env, register, stop, entry, initial)
+        return _attempts(run, command, max_retries, env, register, stop, entry, initial, die_with_parent)
     finally:
         release_lock(folder / LOCK)
 
 
-def _attempts(run, command, max_retries, env, register, stop, entry, initial) -> dict[str, Any]:
+def _set_parent_death_signal() -> None:
+    """Linux prctl(PR_SET_PDEATHSIG, SIGKILL): this (child) process dies with its parent."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _attempts(run, command, max_retries, env, register, stop, entry, initial,
+              die_with_parent=False) -> dict[str, Any]:
+    preexec = _set_parent_death_signal if die_with_parent and sys.platform.startswith("linux") else None
     folder, log = Path(run.out_dir), Path(entry["log"])
     t0 = time.perf_counter()
     error = ""
@@ -299,7 +316,8 @@ def _attempts(run, command, max_retries, env, register, stop, entry, initial) ->
         with open(log, "a") as f:
             f.write(f"\n=== stratdiff sweep: attempt {attempt} at {_now()}: {shlex.join(argv)}\n")
             f.flush()
-            proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    preexec_fn=preexec)
             if register is not None:
                 register(proc)
             try:
@@ -485,7 +503,9 @@ def _run_ray(todo: list[RunSpec], command: tuple[str, ...], cfg: SweepConfig,
             ray.init(address=cfg.ray_address, log_to_driver=False)
         except ConnectionError as e:
             raise SweepError(f"--ray {cfg.ray_address}: cannot connect to a Ray cluster ({e})") from None
-    remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+    # a task whose worker process dies (killed, node lost) is run again up to max_retries times;
+    # it resumes the run from its last checkpoint like any retry
+    remote = ray.remote(num_cpus=1, max_retries=cfg.max_retries)(_ray_task)
     refs = {remote.remote(run, command, cfg.max_retries): run for run in todo}
     try:
         while refs:
@@ -508,4 +528,4 @@ def _run_ray(todo: list[RunSpec], command: tuple[str, ...], cfg: SweepConfig,
 
 def _ray_task(run: RunSpec, command: tuple[str, ...], max_retries: int) -> dict[str, Any]:
     """A Ray task holds one CPU, so its run uses one thread."""
-    return execute_run(run, command, max_retries, thread_env(1))
+    return execute_run(run, command, max_retries, thread_env(1), die_with_parent=True)
