@@ -5,7 +5,7 @@ The Python API (`stratdiff.api`), imported on first use so that `import stratdif
     from stratdiff import load_dataset, resolve_config, train
 """
 
-__version__ = "0.1.0"
+from stratdiff.version import __version__
 
 _API = ("load_dataset", "resolve_config", "train")
 __all__ = ["__version__", *_API]

@@ -47,7 +47,7 @@ def machine() -> dict[str, Any]:
 def code_version() -> dict[str, Any]:
     """stratdiff's version, the library versions, the machine and, in a git checkout, the commit
     and whether `src/` was modified."""
-    from stratdiff import __version__
+    from stratdiff.version import __version__
 
     out: dict[str, Any] = {"stratdiff": __version__, "libraries": library_versions(), "machine": machine()}
     root = Path(__file__).resolve().parents[2]
