@@ -11,7 +11,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from stratdiff.envs import UnknownEnvError
     from stratdiff.locks import FolderBusyError
     from stratdiff.methods import ConfigError
+    from stratdiff.runfiles import DamagedFileError, DiskFullError
     from stratdiff.runner import DivergenceError, RunError
 
     return (CheckpointError, DatasetError, UnknownEnvError, FolderBusyError, ConfigError, DivergenceError,
-            RunError)
+            RunError, DiskFullError, DamagedFileError)

@@ -28,6 +28,9 @@ class TrainArgs:
     """Run folder (default: runs/ALGO/DATASET/seedN)."""
     resume: bool = False
     """Continue a killed run in --out from its last checkpoint."""
+    force: bool = False
+    """Start over in --out: delete the run's files there first (config.json, metrics.csv, tensorboard/,
+    checkpoint, offline agent, summary.json, diverged.json, behaviour/), e.g. after a damaged metrics.csv."""
     set: tuple[str, ...] = ()
     """Overrides of any config field, KEY=VALUE (e.g. online_steps=20000 agent.expectile=0.8)."""
     no_progress: bool = False
@@ -74,7 +77,8 @@ def run(args: TrainArgs) -> dict:
         raise ConfigError(f"dataset {args.dataset!r} does not name its environment: pass --env ENV_ID")
     cfg = resolve_config(args.algo, args.dataset, env_id, args.preset, args.seed, overrides_from(args))
     out = args.out or Path("runs") / args.algo / Path(args.dataset).name / f"seed{args.seed}"
-    return train(cfg, out, resume=args.resume, progress=not args.no_progress, dataset=dataset)
+    return train(cfg, out, resume=args.resume, progress=not args.no_progress, dataset=dataset,
+                 force=args.force)
 
 
 def main(argv: list[str]) -> int:
