@@ -109,6 +109,8 @@ def read_metrics_csv(path: str | Path, fix: str) -> tuple[list[str], list[dict[s
             header = next(reader, None)
             if header is None:
                 raise damaged(1, "no header")
+            if not header and next(reader, None) is None:
+                return [], []  # a run that has logged nothing yet writes an empty header
             if "step" not in header or "phase" not in header or len(set(header)) != len(header):
                 raise damaged(1, "the header needs unique columns, among them step and phase")
             rows, last = [], -1.0

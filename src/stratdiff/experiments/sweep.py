@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from stratdiff import runfiles
-from stratdiff.locks import acquire_lock, release_lock
+from stratdiff.locks import _alive, acquire_lock, release_lock
 
 MANIFEST = "sweep.json"
 LOG = "train.log"
@@ -360,6 +360,10 @@ class _Manifest:
 
     def __init__(self, cfg: SweepConfig, runs: list[RunSpec], command: Sequence[str]):
         self.path = Path(cfg.out) / MANIFEST
+        for tmp in self.path.parent.glob(f".{MANIFEST}.tmp-*"):  # left by a sweep killed mid-write
+            pid = tmp.name.rpartition("-")[2]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
         history = []
         if self.path.is_file():
             try:
@@ -386,7 +390,7 @@ class _Manifest:
         if finished:
             self.data["finished"] = _now()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")  # one per process: concurrent sweeps
         try:
             tmp.write_text(json.dumps(self.data, indent=2))
             os.replace(tmp, self.path)
