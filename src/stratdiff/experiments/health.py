@@ -7,14 +7,11 @@ file and what to do; nothing is read around the damage.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from stratdiff import runfiles
-
-MANIFEST = "sweep.json"
-DIVERGED = "diverged.json"
+from stratdiff.experiments.sweep import DIVERGED, MANIFEST, SUMMARY, divergence as _record
 METRICS_FIX = ("run it again with `stratdiff train ... --force` (it deletes the run's files and starts over), "
                "or move the run folder out of the report's folder")
 MANIFEST_FIX = ("move it away (e.g. to sweep.json.damaged): the report reads the run folders; running the "
@@ -30,14 +27,9 @@ def read_metrics_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def divergence(folder: Path) -> dict[str, Any] | None:
     """The diverged.json record of an unfinished run folder (step, phase, loss, value), or None."""
-    path = folder / DIVERGED
-    if not path.is_file() or (folder / "summary.json").is_file():
+    if not (folder / DIVERGED).is_file() or (folder / SUMMARY).is_file():
         return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = {}
-    return record if isinstance(record, dict) else {}
+    return _record(folder)
 
 
 def sweep_status(root: Path) -> dict[str, dict[str, Any]]:
