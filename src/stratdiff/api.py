@@ -25,11 +25,12 @@ __all__ = ["load_dataset", "resolve_config", "train"]
 def train(algo: str, dataset: str | Path | Dataset, *, env: str | None = None, preset: str = "cpu", seed: int = 0,
           out: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: bool = False,
           progress: bool = True, download: bool | None = None,
-          wandb: bool | WandbOptions = False) -> dict[str, Any]:
+          wandb: bool | WandbOptions = False, force: bool = False) -> dict[str, Any]:
     """One offline -> online run of `algo` (`stratdiff.methods.METHODS`) into `out` (default
     runs/ALGO/DATASET/seedN); returns its summary. `overrides`: config fields as for `--set`
     ({"online_steps": 20000, "agent.expectile": 0.8}); `download`: fetch a Minari id from the
-    hub (None: $STRATDIFF_DOWNLOAD); `wandb`: True or `WandbOptions` also logs to W&B."""
+    hub (None: $STRATDIFF_DOWNLOAD); `wandb`: True or `WandbOptions` also logs to W&B; `force`:
+    start the run over in a folder that holds one."""
     if isinstance(dataset, Dataset):
         data = validate_dataset(dataset, env)
         source = data.info.source or data.info.name
@@ -44,4 +45,5 @@ def train(algo: str, dataset: str | Path | Dataset, *, env: str | None = None, p
     options = WandbOptions() if wandb is True else wandb or None
     if options is not None and options.name is None:
         options = dataclasses.replace(options, name=f"{algo}/{Path(source).name}/seed{seed}")
-    return run_config(cfg, out, resume=resume, progress=progress, dataset=data, wandb=options)
+    return run_config(cfg, out, resume=resume, progress=progress, dataset=data, wandb=options,
+                      force=force)

@@ -7,6 +7,7 @@ place, so a run killed mid-write keeps its previous checkpoint intact.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from stratdiff import runfiles
 from stratdiff.errors import UserError
 
 FORMAT = "stratdiff-checkpoint-v1"
@@ -29,14 +31,47 @@ def _to_host(tree: Any) -> Any:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it, and rename it into place:
-    readers see the old file or the new one, never half of one."""
+    readers see the old file or the new one, never half of one. A failed write removes its
+    temporary file; a lack of space is a DiskFullError naming `path` (the old file is kept)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            if os.environ.get(KILL_HOOK):
+                _kill_hook(f, path, data)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        full = runfiles.disk_full(e, path, "free some space, then run the same command with --resume: "
+                                           "the last good checkpoint is kept")
+        if full is not None:
+            raise full from None
+        raise
+
+
+# Test hook (the chaos test in tests/test_faults.py): $STRATDIFF_TEST_KILL_IN_WRITE names a
+# trigger file holding a count N. Each atomic write of a checkpoint decrements it; the write
+# that brings it to 0 deletes the trigger, writes half its temporary file and SIGKILLs its own
+# process, as a kill at the worst moment would. Unset in normal use.
+KILL_HOOK = "STRATDIFF_TEST_KILL_IN_WRITE"
+
+
+def _kill_hook(f, path: Path, data: bytes) -> None:
+    trigger = Path(os.environ[KILL_HOOK])
+    if not path.name.startswith("checkpoint") or not trigger.is_file():
+        return
+    left = int(trigger.read_text() or 0) - 1
+    if left > 0:
+        trigger.write_text(str(left))
+        return
+    trigger.unlink()
+    f.write(data[: len(data) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:

@@ -12,10 +12,13 @@ backbone, log. It never branches on a method's name. A method's batch source
 drawn from and refreshes itself on its own schedule (`source.step` once per online step).
 
 Files in the run folder: config.json, metrics.csv, tensorboard/, checkpoint.msgpack
-(atomic), summary.json. A killed run continues with `resume=True`: offline
-checkpoints fall on chunk boundaries, online ones on episode boundaries, and all
-randomness is derived from (seed, step), so a resumed CPU run ends with the same
-metrics as an uninterrupted one.
+(atomic), summary.json; diverged.json when a loss became NaN or inf. A killed run
+continues with `resume=True`: offline checkpoints fall on chunk boundaries, online ones
+on episode boundaries, and all randomness is derived from (seed, step), so a resumed CPU
+run ends with the same metrics as an uninterrupted one. A resume first checks the files it
+appends to or reports from (`stratdiff.runfiles`). A write that fails for lack of space
+stops the run with a DiskFullError (the last good checkpoint is kept); `force=True`
+deletes a run's files and starts it over.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stratdiff import checkpoint, envs, locks, sources, stratify
+from stratdiff import checkpoint, envs, locks, runfiles, sources, stratify
 from stratdiff.agents import AGENTS
 from stratdiff.agents.base import make_config
 from stratdiff.data import (
@@ -45,8 +48,8 @@ from stratdiff.data import (
     mixed_batch,
 )
 from stratdiff.errors import UserError
-from stratdiff.logging import MetricsLogger
-from stratdiff.methods import METHODS, RunConfig, task_kind
+from stratdiff.logging import NO_SPACE_FIX, MetricsLogger
+from stratdiff.methods import METHODS, ConfigError, RunConfig, task_kind
 from stratdiff.progress import progress_bar
 from stratdiff.provenance import code_version
 from stratdiff.wandb_logging import WandbLogger, WandbOptions
@@ -54,11 +57,20 @@ from stratdiff.wandb_logging import WandbLogger, WandbOptions
 CHECKPOINT = "checkpoint.msgpack"
 OFFLINE_AGENT = "offline_agent.msgpack"  # the agent at the end of the offline phase (kept for reuse)
 OFFLINE_META = "offline_agent.json"  # its offline signature and scores; written last
+DIVERGED = "diverged.json"  # written when a loss became NaN/inf: step, loss, value (sweeps do not retry it)
+# everything `train` writes in a run folder (what `force=True` deletes; a sweep's train.log is kept)
+RUN_FILES = ("config.json", "metrics.csv", "tensorboard", CHECKPOINT, OFFLINE_AGENT, OFFLINE_META, "summary.json",
+             DIVERGED, "behaviour")
 
 # RunConfig fields that do not touch the offline phase: runs that agree on every other field and
 # share a backbone compute the same offline phase, step for step (the PRNG keys come from the seed).
 ONLINE_ONLY_FIELDS = ("algo", "online_steps", "online_warmup_steps", "utd", "rho", "checkpoint_every",
                       "stratifier", "source", "reuse_offline_from")
+
+
+OFFLINE_META_KEYS = ("signature", "best_score", "last_score")
+OFFLINE_META_FIX = (f"delete it and {OFFLINE_AGENT} beside it (runs that would reuse this offline phase then "
+                    f"compute their own), or start that run over with --force")
 
 
 def offline_signature(cfg: RunConfig) -> dict[str, Any]:
@@ -70,6 +82,10 @@ def offline_signature(cfg: RunConfig) -> dict[str, Any]:
 
 class DivergenceError(UserError, RuntimeError):
     """A loss became NaN or inf; the run stopped and kept its last good checkpoint."""
+
+    def __init__(self, message: str, record: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.record = record or {}  # step, phase, loss, value (written to diverged.json)
 
 
 class RunError(UserError, RuntimeError):
@@ -290,10 +306,12 @@ class Runner:
         bad = _first_nonfinite(metrics)
         if bad is not None:
             index, key, value = bad
+            step, phase = first_step + index, self.step_phase(first_step + index)
+            record = {"step": step, "phase": phase, "loss": key, "value": repr(value)}
+            checkpoint.atomic_write_bytes(self.out / DIVERGED, json.dumps(record, indent=2).encode())
             raise DivergenceError(
-                f"loss {key!r} became {value} at step {first_step + index} "
-                f"({self.step_phase(first_step + index)} phase); stopped, the last good checkpoint "
-                f"is kept at {self.out / CHECKPOINT}")
+                f"loss {key!r} became {value} at step {step} ({phase} phase); stopped, the last good "
+                f"checkpoint is kept at {self.out / CHECKPOINT}", record)
 
     # ---- phases ------------------------------------------------------------------------
     def run_offline(self, bar, stop_after: int | None) -> None:
@@ -340,7 +358,7 @@ class Runner:
             print(f"[stratdiff] reuse_offline_from {donor}: no finished offline phase there yet "
                   f"({OFFLINE_META}); running it here", flush=True)
             return False
-        meta = json.loads(meta_path.read_text())
+        meta = runfiles.read_json(meta_path, OFFLINE_META_KEYS, OFFLINE_META_FIX)
         mine = offline_signature(self.cfg)
         differ = sorted(k for k in set(mine) | set(meta["signature"]) if mine.get(k) != meta["signature"].get(k))
         if differ:
@@ -357,6 +375,13 @@ class Runner:
         self.best_score, self.last_score = float(meta["best_score"]), float(meta["last_score"])
         self.offline_from = str(donor)
         return True
+
+    def _check_offline_meta(self) -> None:
+        """On resume past the offline phase: the offline_agent.json that runs reusing this
+        phase read must be intact."""
+        path = self.out / OFFLINE_META
+        if self.step >= self.cfg.offline_steps and path.exists():
+            runfiles.read_json(path, OFFLINE_META_KEYS, OFFLINE_META_FIX)
 
     def _check_same_data(self, recorded: str, what: str) -> None:
         """Refuse to continue from state computed on other data than this run's dataset (the same
@@ -433,11 +458,13 @@ class Runner:
     def run(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
         """Both phases (from the checkpoint with `resume`)."""
         self.out.mkdir(parents=True, exist_ok=True)
+        runfiles.remove_temporaries(self.out, self.out / "behaviour")  # of a writer killed mid-write (we hold run.lock)
         if resume:
             self.load()
+            self._check_offline_meta()
         self.logger = MetricsLogger(self.out)
         self.logger.truncate_after(self.step)
-        (self.out / "config.json").write_text(self.cfg.to_json())
+        checkpoint.atomic_write_bytes(self.out / "config.json", self.cfg.to_json().encode())
         if self.wandb_options is not None:
             self.wandb = WandbLogger(self.wandb_options, json.loads(self.cfg.to_json()), self.out)
         bar = progress_bar(total=self.total_steps, initial=self.step, desc=self.cfg.algo, disable=not self.progress,
@@ -452,12 +479,16 @@ class Runner:
                 self._build_stratifier()
                 self.save()
             self.run_online(bar, stop_after)
-        finally:
+        except BaseException:
             bar.close()
-            self.logger.close()
+            self.logger.close(quiet=True)  # the first error is the one to report
+            raise
+        bar.close()
+        self.logger.close()
         self.save()
         summary = self.summary(time.perf_counter() - t0)
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        checkpoint.atomic_write_bytes(self.out / "summary.json", json.dumps(summary, indent=2).encode())
+        (self.out / DIVERGED).unlink(missing_ok=True)  # finished after all (e.g. resumed elsewhere)
         if self.wandb is not None:
             self.wandb.finish(summary)
         return summary
@@ -480,7 +511,6 @@ class Runner:
             "code": code_version(),
         }
 
-
     def score_kind(self) -> str:
         """What `final_score` and `eval/score` measure (`envs.evaluate`)."""
         if envs.get_spec(self.env_id).goal_reaching:
@@ -489,18 +519,44 @@ class Runner:
 
 
 def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None, dataset: Dataset | None = None,
+          stop_after: int | None = None, dataset: Dataset | None = None, force: bool = False,
           wandb: WandbOptions | None = None) -> dict[str, Any]:
     """Run (or with `resume`, continue) one offline -> online run into `out_dir`.
 
     `dataset` may pass the already loaded `cfg.dataset`; `wandb` also logs the run to Weights &
     Biases (`stratdiff.wandb_logging`); `stop_after` (tests) stops the run
     like a kill once the global step reaches it. One live process at a time writes a run
-    folder (`run.lock`); a second one is refused with a FolderBusyError.
+    folder (`run.lock`); a second one is refused with a FolderBusyError. `force` deletes the
+    run's files in `out_dir` (`RUN_FILES`) and starts over. A write that fails for lack of
+    space is a DiskFullError naming the file (temporary files removed, last checkpoint kept).
     """
     out = Path(out_dir)
+    if force and resume:
+        raise RunError("--force starts the run over and --resume continues it: pass one of them")
     with locks.holding(out):
-        return _train(cfg, out, resume, progress, stop_after, dataset, wandb)
+        if force:
+            clear_run(out)
+        try:
+            return _train(cfg, out, resume, progress, stop_after, dataset, wandb)
+        except OSError as e:  # a write outside the checked writers (e.g. the behaviour model's files)
+            full = runfiles.disk_full(e, e.filename or out, NO_SPACE_FIX)
+            if full is None:
+                raise
+            runfiles.remove_temporaries(out, out / "behaviour")
+            raise full from None
+
+
+def clear_run(out: Path) -> None:
+    """Delete the files `train` writes in the run folder `out` (`RUN_FILES`, temporaries)."""
+    import shutil
+
+    for name in RUN_FILES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    runfiles.remove_temporaries(out, out / "behaviour")
 
 
 def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,
@@ -510,7 +566,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: 
         stored = out / "config.json"
         if not stored.is_file() or not ckpt.is_file():
             raise RunError(f"cannot resume: {out} has no config.json and {CHECKPOINT}")
-        saved = RunConfig.from_dict(json.loads(stored.read_text()))
+        fix = "start the run over with --force (it deletes the run's files in its folder)"
+        try:
+            saved = RunConfig.from_dict(runfiles.read_json(stored, ("algo", "dataset"), fix))
+        except (ConfigError, TypeError, ValueError) as e:
+            raise runfiles.DamagedFileError(f"{stored} is damaged (not a run config: {e}); {fix}") from None
         if saved != cfg:
             diff = [f.name for f in dataclasses.fields(cfg) if getattr(saved, f.name) != getattr(cfg, f.name)]
             raise RunError(f"cannot resume {out}: its config.json differs in {', '.join(diff)}")

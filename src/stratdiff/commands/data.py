@@ -2,7 +2,7 @@
 
 Each subcommand is a frozen dataclass (its fields are the options, parsed by tyro) with a
 `run() -> int` method; add one by adding it to `SUBCOMMANDS`. A `DatasetError` (or other
-`ValueError` from bad input) becomes a one-line message on stderr and exit code 1.
+`ValueError` from bad input, or a DiskFullError) becomes a one-line message on stderr and exit code 1.
 This module must not import JAX (inspect stays fast).
 """
 
@@ -17,6 +17,7 @@ import tyro
 
 from stratdiff.commands import data_build
 from stratdiff.locks import FolderBusyError  # standard library only
+from stratdiff.runfiles import DiskFullError  # standard library only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(cmd.run() or 0)
     except BrokenPipeError:
         raise  # the reader of stdout went away: the dispatcher ends quietly
-    except (ValueError, OSError, FolderBusyError) as e:  # DatasetError is a ValueError
+    except (ValueError, OSError, FolderBusyError, DiskFullError) as e:  # DatasetError is a ValueError
         msg = " ".join(str(e).split())
         print(f"stratdiff data {name}: error: {msg}", file=sys.stderr)
         return 1

@@ -85,8 +85,8 @@ def main(argv: list[str]) -> int:
         if args.dry_run:
             for run in sweep.plan(cfg):
                 why = sweep.conflict(run, cfg)
-                state = "conflict" if why else {"new": "new", "checkpoint": "resume",
-                                                "finished": "finished"}[sweep.run_state(run.out_dir)]
+                state = "conflict" if why else {"new": "new", "checkpoint": "resume", "finished": "finished",
+                                                "diverged": "diverged"}[sweep.run_state(run.out_dir)]
                 print(f"{state:<9} {run.name}  {run.out_dir}" + (f"  ({why})" if why else ""))
             return 0
         print(f"stratdiff sweep: {len(sweep.plan(cfg))} runs into {args.out}", flush=True)
@@ -102,6 +102,7 @@ def main(argv: list[str]) -> int:
     for entry in results:
         print("  " + sweep.status_line(entry))
     bad = [e for e in results if e["status"] not in ("done", "resumed", "skipped")]
-    counts = {s: sum(e["status"] == s for e in results) for s in ("done", "resumed", "skipped", "failed", "conflict", "busy")}
+    counts = {s: sum(e["status"] == s for e in results)
+              for s in ("done", "resumed", "skipped", "failed", "diverged", "conflict", "busy")}
     print("  " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     return 1 if bad else 0

@@ -30,6 +30,9 @@ class TrainArgs:
     """Run folder (default: runs/ALGO/DATASET/seedN)."""
     resume: bool = False
     """Continue a killed run in --out from its last checkpoint."""
+    force: bool = False
+    """Start over in --out: delete the run's files there first (config.json, metrics.csv, tensorboard/,
+    checkpoint, offline agent, summary.json, diverged.json, behaviour/), e.g. after a damaged metrics.csv."""
     set: tuple[str, ...] = ()
     """Overrides of any config field, KEY=VALUE (e.g. online_steps=20000 agent.expectile=0.8)."""
     no_progress: bool = False
@@ -78,7 +81,7 @@ def run(args: TrainArgs) -> dict:
     wandb = WandbOptions(project=args.wandb_project, group=args.wandb_group) if args.wandb else False
     return api.train(args.algo, args.dataset, env=args.env, preset=args.preset, seed=args.seed, out=args.out,
                      overrides=overrides_from(args), resume=args.resume, progress=not args.no_progress,
-                     download=True if args.download else None, wandb=wandb)
+                     download=True if args.download else None, wandb=wandb, force=args.force)
 
 
 def main(argv: list[str]) -> int:

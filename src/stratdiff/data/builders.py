@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 import stratdiff
+from stratdiff import runfiles
 from stratdiff.data.catalog import ANTMAZE, DATASETS, ENVS, KINDS, Recipe, is_buildable, recipe  # noqa: F401
 from stratdiff.data.dataset import Dataset, DatasetInfo
 from stratdiff.provenance import library_versions, machine
@@ -303,6 +304,12 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
             if final.exists():
                 shutil.rmtree(final)
             (staging / "data").rename(final)
+        except OSError as e:  # a full disk: one line naming the folder and the free space
+            shutil.rmtree(staging, ignore_errors=True)
+            full = runfiles.disk_full(e, staging, "free some space and run the build again (nothing was kept)")
+            if full is None:
+                raise
+            raise full from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         total, cpu = time.time() - t0, time.process_time() - c0
@@ -314,7 +321,12 @@ def build(name: str, size: int | None = None, out: str | Path | None = None, see
                   "machine": meta["machine"]}
         if "episode_success_rate" in ds.info.extra.get("behaviour_policy", {}):
             timing["episode_success_rate"] = ds.info.extra["behaviour_policy"]["episode_success_rate"]
-        (out_dir / "build_time.json").write_text(json.dumps(timing))
+        try:
+            (out_dir / "build_time.json").write_text(json.dumps(timing))
+        except OSError as e:  # the dataset itself is complete; only its timing record is missing
+            (out_dir / "build_time.json").unlink(missing_ok=True)
+            raise runfiles.disk_full(e, out_dir / "build_time.json", "the dataset is complete in "
+                                     f"{final}; only its build timing was not written") or e from None
     return out_dir, ds, total
 
 

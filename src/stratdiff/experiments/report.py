@@ -29,7 +29,6 @@ and, when runs of several scales are present, the scale (preset and step counts)
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -42,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from stratdiff.experiments import rliable_stats, stats
+from stratdiff import runfiles
+from stratdiff.experiments import health, rliable_stats, stats
 
 # What names a run, and where its offline phase came from (`reuse_offline_from`: the same result
 # as computing it, so never a variant).
@@ -150,25 +150,13 @@ def dataset_label(source: str) -> str:
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
-    """metrics.csv as float columns (the `phase` column is dropped; empty cells are NaN)."""
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        keys = [k for k in (reader.fieldnames or []) if k != "phase"]
-    out = {}
-    for k in keys:
-        col = np.full(len(rows), np.nan)
-        for i, r in enumerate(rows):
-            v = r.get(k)
-            if v not in (None, ""):
-                try:
-                    col[i] = float(v)
-                except ValueError:
-                    pass
-        out[k] = col
-    return out
+    """metrics.csv as float columns (the `phase` column is dropped; empty cells are NaN). The file
+    is checked first: a damaged one is a ReportError naming it and what to do."""
+    try:
+        header, rows = health.read_metrics_rows(path)
+    except runfiles.DamagedFileError as e:
+        raise ReportError(str(e)) from None
+    return {k: np.array([float(r.get(k, "nan")) for r in rows]) for k in header if k != "phase"}
 
 
 def task_kind(env_id: str | None) -> str:
@@ -733,8 +721,14 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
     runs = find_runs(root, exclude=[out])
     if not runs:
         raise ReportError(f"no run folders (config.json of `stratdiff train`) under {root}")
+    try:
+        in_sweep = health.sweep_status(root)
+    except runfiles.DamagedFileError as e:
+        raise ReportError(str(e)) from None
     finished = [r for r in runs if r.finished]
-    unfinished = [r for r in runs if not r.finished]
+    diverged = [(r, health.divergence(r.path)) for r in runs if not r.finished]
+    diverged = [(r, d) for r, d in diverged if d is not None]
+    unfinished = [r for r in runs if not r.finished and all(r is not d for d, _ in diverged)]
     kept, dups = dedupe(finished)
     no_score = [r for r in kept if not math.isfinite(r.final_score)]
     groups = _columns(kept)
@@ -816,7 +810,8 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
     # report.md
     presets = sorted({str(r.config.get("preset")) for r in runs})
     lines = [f"# StratDiff report: `{root}`", "",
-             f"Runs read: {len(runs)} ({len(finished)} finished, {len(unfinished)} unfinished); "
+             f"Runs read: {len(runs)} ({len(finished)} finished, {len(unfinished)} unfinished"
+             f"{f', {len(diverged)} diverged' if diverged else ''}); "
              f"preset(s): {', '.join(presets)}.", ""]
     lines += ["## Scale", "", "Read from each run's config.json (steps: offline gradient steps, online "
               "environment steps).", "",
@@ -872,11 +867,14 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
         for r in unfinished:
             ckpt = "yes" if (r.path / "checkpoint.msgpack").is_file() else "no"
             log = r.path / "train.log"
+            sweep_entry = in_sweep.get(str(r.path.resolve()), {})
             rows.append([f"`{r.path}`", r.algo, r.dataset, str(r.seed), f"{r.last_step} / {r.total_steps}", ckpt,
-                         f"`{log}`" if log.is_file() else "–"])
-        lines += [_md_table(["folder", "algo", "dataset", "seed", "step", "checkpoint", "log"], rows), ""]
+                         f"`{log}`" if log.is_file() else "–", str(sweep_entry.get("status", "–"))])
+        lines += [_md_table(["folder", "algo", "dataset", "seed", "step", "checkpoint", "log", "last sweep"], rows),
+                  ""]
     else:
         lines += ["None.", ""]
+    lines += health.diverged_lines([(r.path, r.algo, r.dataset, r.seed, d) for r, d in diverged])
     if dups or no_score:
         lines += ["## Left out", ""]
         lines += [f"- `{r.path}`: duplicate of another run with the same config and seed" for r in dups]
@@ -886,6 +884,7 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
     (out / "report.json").write_text(json.dumps({
         "root": str(root), "runs": len(runs), "finished": len(finished),
         "unfinished": [str(r.path) for r in unfinished], "duplicates": [str(r.path) for r in dups],
+        "diverged": [{"dir": str(r.path), **d} for r, d in diverged],
         "bootstrap": {"reps": reps, "seed": seed, "confidence": confidence},
         "tables": numbers, "figures": curve_figs + exchange_figs + score_figs + rliable_figs +
         [n for p in ablation_parts for n in p[3]]}, indent=2, default=_json_default))

@@ -10,6 +10,9 @@ Re-running the same sweep is safe:
 - a run with `checkpoint.msgpack` but no summary is continued with `--resume`;
 - a failed run is retried up to `max_retries` more times (each retry resumes from its
   checkpoint when it wrote one) while the other runs go on;
+- a run that stopped on a NaN or inf loss (its `diverged.json`) is marked "diverged" with
+  the step and the loss and is not retried, now or by a later sweep: a retry from the same
+  checkpoint diverges again;
 - a folder holding a run whose config.json disagrees with the sweep (another algo,
   seed, preset, environment or override) is reported as a conflict and left alone;
 - a run another live sweep is running (its `sweep.lock`) is reported as busy and left
@@ -24,7 +27,8 @@ tasks of one CPU each (Ray is the optional extra `pip install 'stratdiff[ray]'`;
 workers must see the same file system and have stratdiff installed).
 
 The sweep writes `OUT/sweep.json` (the manifest: its arguments and one entry per run,
-rewritten as runs finish; earlier invocations are kept under "history").
+rewritten as runs finish; earlier invocations are kept under "history"). A damaged
+sweep.json stops the sweep with one line (move it away; the run folders hold the state).
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from stratdiff.locks import acquire_lock, release_lock
+from stratdiff import runfiles
+from stratdiff.locks import _alive, acquire_lock, release_lock
 
 MANIFEST = "sweep.json"
 LOG = "train.log"
@@ -52,13 +57,19 @@ SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.msgpack"
 OFFLINE_META = "offline_agent.json"  # a run's finished offline phase (stratdiff.runner)
 CONFIG = "config.json"
+DIVERGED = "diverged.json"  # a run whose loss became NaN/inf (stratdiff.runner)
 LOCK = "sweep.lock"  # "HOST PID" of the sweep process running the run right now
 # Replaces the default training command (a shell-quoted prefix, e.g. for tests or a wrapper).
 COMMAND_ENV = "STRATDIFF_SWEEP_COMMAND"
 
 
 class SweepError(ValueError):
-    """Bad sweep arguments (empty lists, two runs mapping to one folder, bad --set)."""
+    """Bad sweep arguments (empty lists, two runs mapping to one folder, bad --set), a damaged
+    sweep.json, or no space left to write it."""
+
+
+MANIFEST_FIX = ("move it away (e.g. to {path}.damaged) and run the sweep again: each run's own folder "
+                "holds its state, so finished runs are skipped and the others resume")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,10 +172,13 @@ def plan(cfg: SweepConfig) -> list[RunSpec]:
 
 
 def run_state(folder: str | Path) -> str:
-    """`finished` (summary.json), `checkpoint` (resumable) or `new`."""
+    """`finished` (summary.json), `diverged` (diverged.json: not retried), `checkpoint`
+    (resumable) or `new`."""
     folder = Path(folder)
     if (folder / SUMMARY).is_file():
         return "finished"
+    if (folder / DIVERGED).is_file():
+        return "diverged"
     if (folder / CHECKPOINT).is_file():
         return "checkpoint"
     return "new"
@@ -254,6 +268,21 @@ def _last_line(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def divergence(folder: str | Path) -> dict[str, Any]:
+    """A diverged run's record: step, phase, loss and value (empty if unreadable)."""
+    try:
+        record = json.loads((Path(folder) / DIVERGED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _diverged_entry(entry: dict[str, Any], folder: Path) -> dict[str, Any]:
+    record = divergence(folder)
+    return {**entry, "status": "diverged", "final_score": None, "diverged": record,
+            "error": f"loss {record.get('loss')!r} became {record.get('value')} at step {record.get('step')}"}
+
+
 def _final_score(folder: Path) -> float | None:
     try:
         value = json.loads((folder / SUMMARY).read_text()).get("final_score")
@@ -281,6 +310,8 @@ def execute_run(run: RunSpec, command: Sequence[str], max_retries: int, env: dic
     initial = run_state(folder)
     if initial == "finished":
         return {**entry, "status": "skipped", "final_score": _final_score(folder)}
+    if initial == "diverged":
+        return _diverged_entry(entry, folder)
     folder.mkdir(parents=True, exist_ok=True)
     holder = acquire_lock(folder / LOCK)
     if holder is not None:
@@ -310,7 +341,7 @@ def _attempts(run, command, max_retries, env, register, stop, entry, initial,
             error = error or "interrupted"
             break
         state = run_state(folder)
-        if state == "finished":  # another process finished it meanwhile
+        if state in ("finished", "diverged"):  # finished meanwhile by another process, or diverged
             break
         argv = [*command, *run.options] + (["--resume"] if state == "checkpoint" else [])
         with open(log, "a") as f:
@@ -337,6 +368,8 @@ def _attempts(run, command, max_retries, env, register, stop, entry, initial,
     if run_state(folder) == "finished":
         status = "resumed" if initial == "checkpoint" else "done"
         return {**entry, "status": status, "final_score": _final_score(folder)}
+    if run_state(folder) == "diverged":
+        return _diverged_entry(entry, folder)
     return {**entry, "status": "failed", "error": error, "final_score": None}
 
 
@@ -345,14 +378,18 @@ class _Manifest:
 
     def __init__(self, cfg: SweepConfig, runs: list[RunSpec], command: Sequence[str]):
         self.path = Path(cfg.out) / MANIFEST
+        for tmp in self.path.parent.glob(f".{MANIFEST}.tmp-*"):  # left by a sweep killed mid-write
+            pid = tmp.name.rpartition("-")[2]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
         history = []
         if self.path.is_file():
             try:
-                old = json.loads(self.path.read_text())
-                history = old.pop("history", [])
-                history.append(old)
-            except (OSError, json.JSONDecodeError):
-                history = []
+                old = runfiles.read_json(self.path, ("runs",), MANIFEST_FIX.format(path=self.path))
+            except runfiles.DamagedFileError as e:
+                raise SweepError(str(e)) from None
+            history = old.pop("history", [])
+            history.append(old)
         self.data: dict[str, Any] = {
             "started": _now(), "finished": None, "argv": sys.argv[1:], "command": list(command),
             "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "command"},
@@ -371,19 +408,30 @@ class _Manifest:
         if finished:
             self.data["finished"] = _now()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        os.replace(tmp, self.path)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")  # one per process: concurrent sweeps
+        try:
+            tmp.write_text(json.dumps(self.data, indent=2))
+            os.replace(tmp, self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            full = runfiles.disk_full(e, self.path, "free some space, then run the same sweep again: finished "
+                                                    "runs are skipped, the others resume from their checkpoints")
+            if full is None:
+                raise
+            raise SweepError(str(full)) from None
 
 
 def status_line(entry: dict[str, Any]) -> str:
-    """One line per run: `done`, `skipped`, `resumed`, `failed` (with the log), `conflict` or `busy`."""
+    """One line per run: `done`, `skipped`, `resumed`, `failed` (with the log), `diverged` (step and
+    loss), `conflict` or `busy`."""
     name = f"{entry['algo']}/{Path(entry['dataset']).name}/seed{entry['seed']}"
     status = entry["status"]
     score = entry.get("final_score")
     score_txt = f" score {score:.1f}" if isinstance(score, (int, float)) else ""
     if status == "failed":
         return f"failed   {name}  after {entry['attempts']} attempt(s), log: {entry['log']}  ({entry.get('error', '')})"
+    if status == "diverged":
+        return f"diverged {name}  {entry.get('error', '')}; not retried, log: {entry['log']}"
     if status in ("conflict", "busy"):
         return f"{status:<8} {name}  {entry.get('error', '')}"
     if status == "skipped":
