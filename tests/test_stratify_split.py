@@ -35,7 +35,11 @@ def test_split_takes_lowest_rho_share_offline_like():
     scores = jnp.array([5.0, 0.1, 3.0, 0.2, 9.0, 0.0, 4.0, 1.0])
     online_like = np.asarray(split_by_score(scores, 0.5))
     assert online_like.tolist() == [True, False, True, False, True, False, True, False]
-    assert int(split_by_score(scores, 0.25).sum()) == 6
+    # rho = 0.25 of 8: the two lowest scores (positions 5 and 1) are offline-like, nothing else
+    assert np.asarray(split_by_score(scores, 0.25)).tolist() == [True, False, True, True, True, False, True, True]
+    # rho = 0.25 of 10 is 2.5 samples: rounded up to 3 (positions 5, 1, 3), as the batch's offline part
+    ten = jnp.concatenate([scores, jnp.array([7.0, 8.0])])
+    assert np.flatnonzero(~np.asarray(split_by_score(ten, 0.25))).tolist() == [1, 3, 5]
     assert int(split_by_score(scores, 1.0).sum()) == 0
 
 

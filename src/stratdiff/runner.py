@@ -43,7 +43,7 @@ from stratdiff.data import (
     StateNormalizer,
     load_dataset,
     make_reward_transform,
-    mixed_batch,
+    mixed_batches,
 )
 from stratdiff.logging import MetricsLogger
 from stratdiff.methods import METHODS, RunConfig, task_kind
@@ -370,9 +370,8 @@ class Runner:
             for k, v in src_metrics.items():
                 self.window.setdefault(k, []).append(float(v))
             if online_step >= cfg.online_warmup_steps:
-                batch = mixed_batch(k_batch, self.source.offline_part(self.offline), self.online,
-                                    cfg.utd * cfg.batch_size, cfg.rho)
-                batch = jax.tree_util.tree_map(lambda x: x.reshape(cfg.utd, cfg.batch_size, *x.shape[1:]), batch)
+                batch = mixed_batches(k_batch, self.source.offline_part(self.offline), self.online,
+                                      cfg.utd, cfg.batch_size, cfg.rho)
                 self.agent, self.stratifier, metrics = _online_update(self.agent, self.stratifier, batch, k_update)
                 metrics = jax.device_get(metrics)
                 self._guard(metrics, self.step)
