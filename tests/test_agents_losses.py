@@ -94,8 +94,10 @@ def test_iql_stratified_value_loss_hand_values():
     cfg = IQL.presets["locomotion"]
     np.testing.assert_allclose(stratified_value_loss(u, None, cfg), [0.3 * 4, 0.7, 0.3 * 4, 0.7], rtol=1e-6)
     np.testing.assert_allclose(stratified_value_loss(u, on, cfg), [0.3 * 4, 0.7, 0.01 * 4, 0.99], rtol=1e-6)
-    linear = dataclasses.replace(cfg, online_value_loss="linear")  # Eq. 14: u itself on b_on
+    linear = dataclasses.replace(cfg, online_value_loss="linear")  # Eq. 14 literally: u itself on b_on
     np.testing.assert_allclose(stratified_value_loss(u, on, linear), [0.3 * 4, 0.7, -2.0, 1.0], rtol=1e-6)
+    symmetric = dataclasses.replace(cfg, online_value_loss="symmetric")  # Eq. 14 bounded: 0.5 u^2 on b_on
+    np.testing.assert_allclose(stratified_value_loss(u, on, symmetric), [0.3 * 4, 0.7, 0.5 * 4, 0.5], rtol=1e-6)
     antmaze = IQL.presets["antmaze"]  # expectile 0.9
     np.testing.assert_allclose(stratified_value_loss(u, ~on, antmaze), [0.01 * 4, 0.99, 0.1 * 4, 0.9], rtol=1e-6)
 
@@ -225,3 +227,67 @@ def test_calql_lagrange_moves_alpha_prime_towards_the_gap():
     new, m = agent.update(_batch(jax.random.PRNGKey(6)))
     assert float(new.log_alpha_prime) < float(agent.log_alpha_prime)  # alpha' shrinks
     assert float(m["alpha_prime"]) == pytest.approx(math.e, rel=1e-6)  # exp(1), CORL's initial value
+
+
+def test_no_online_expectile_default_is_bounded_and_the_literal_form_is_not():
+    """Table 6's ablation: the symmetric loss (the --no-online-expectile default) has its minimum
+    in V at Q (gradient 0 there), while Eq. 14's literal Q - V has gradient -1 in V everywhere."""
+    from stratdiff.commands.train import TrainArgs, overrides_from
+
+    assert overrides_from(TrainArgs(algo="stratdiff-iql", dataset="d", no_online_expectile=True)) == {
+        "agent.online_value_loss": "symmetric"}
+    cfg = IQL.presets["locomotion"]
+    on = jnp.ones(3, bool)
+    q = jnp.array([1.0, -2.0, 0.5])
+
+    def grad_v(kind, v):
+        c = dataclasses.replace(cfg, online_value_loss=kind)
+        return jax.grad(lambda v: stratified_value_loss(q - v, on, c).sum())(v)
+
+    np.testing.assert_allclose(grad_v("symmetric", q), 0.0, atol=1e-7)
+    np.testing.assert_allclose(grad_v("symmetric", q + 1.0), [1.0, 1.0, 1.0], rtol=1e-6)  # pulls V back to Q
+    np.testing.assert_allclose(grad_v("linear", q + 100.0), [-1.0, -1.0, -1.0])  # pushes V up at any V
+
+
+def test_iql_actor_learning_rate_cosine_offline_then_constant():
+    """The actor's rate: lr * (1 + cos(pi t / N)) / 2 over the N offline updates, then lr (never 0)."""
+    from stratdiff.agents.iql import actor_learning_rate
+
+    cfg = dataclasses.replace(IQL.presets["locomotion"], actor_lr=3e-4, actor_lr_decay_steps=1000)
+    rate = jax.jit(actor_learning_rate(cfg))
+    assert float(rate(0)) == pytest.approx(3e-4, rel=1e-6)
+    assert float(rate(250)) == pytest.approx(3e-4 * (1 + math.cos(math.pi / 4)) / 2, rel=1e-5)
+    assert float(rate(500)) == pytest.approx(1.5e-4, rel=1e-5)
+    assert float(rate(999)) == pytest.approx(3e-4 * (1 + math.cos(math.pi * 0.999)) / 2, rel=1e-2)  # float32
+    assert 0.0 < float(rate(999)) < 1e-9
+    for t in (1000, 1001, 5000, 10**7):  # the online phase: the configured rate
+        assert float(rate(t)) == pytest.approx(3e-4, rel=1e-6)
+    constant = actor_learning_rate(dataclasses.replace(cfg, actor_lr_decay_steps=0))
+    assert float(constant(0)) == float(constant(500)) == pytest.approx(3e-4, rel=1e-6)
+    # the runner's config: N = the run's offline steps unless set
+    assert make_config(IQL, "locomotion", {}, offline_steps=5000).actor_lr_decay_steps == 5000
+    assert make_config(IQL, "locomotion", {"actor_lr_decay_steps": 0}, offline_steps=5000).actor_lr_decay_steps == 0
+    assert make_config(CalQL, "locomotion", {}, offline_steps=5000) == make_config(CalQL, "locomotion")
+
+
+def test_iql_actor_step_size_follows_the_schedule():
+    """The agent's actor steps by the scheduled rate at its own update count: from the same state,
+    an update under the N = 4 cosine moves the actor by rate(count) / lr of the constant-rate move."""
+    agent = _iql(actor_lr_decay_steps=4)
+    batch = _batch(jax.random.PRNGKey(7))
+    constant_cfg = dataclasses.replace(agent.config, actor_lr_decay_steps=0)
+
+    def move(a):
+        new, _ = a.update(batch)
+        return new, jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x, y: x - y, new.actor_params,
+                                                                     a.actor_params))
+
+    for t in range(6):
+        count = int(jax.tree_util.tree_leaves(agent.actor_opt_state)[0])
+        assert count == t == int(agent.step)
+        nxt, scheduled = move(agent)
+        _, constant = move(agent.replace(config=constant_cfg))
+        factor = (1 + math.cos(math.pi * t / 4)) / 2 if t < 4 else 1.0
+        for a, b in zip(scheduled, constant):
+            np.testing.assert_allclose(a, factor * b, rtol=1e-3, atol=1e-7)  # float32 parameter deltas
+        agent = nxt

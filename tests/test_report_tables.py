@@ -164,7 +164,7 @@ def test_variant_labels_and_scale(tmp_path):
         "agent.online_value_loss": "linear", "stratifier.exchange_cap": 8, "online_steps": 400})
     write_run(tmp_path / "b", "stratdiff-iql", *HOP, 0, 1.0, overrides={"stratifier.stratify": False})
     runs = {r.path.name: r for r in report.find_runs(tmp_path)}
-    assert report.variant_label(runs["a"].variant) == "w/o expectile (Eq. 14), n_c=8"
+    assert report.variant_label(runs["a"].variant) == "w/o expectile (Eq. 14 literal), n_c=8"
     assert runs["a"].scale == "smoke, 200+400 steps" and runs["b"].scale == "smoke"
     assert report.variant_label(runs["b"].variant) == "w/o stratification"
     cols = [c.label for c in report._columns(list(runs.values()))]

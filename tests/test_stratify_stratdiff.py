@@ -91,6 +91,15 @@ def test_ablation_switches_change_what_they_name(toy):
     _, on_flat, _, m_flat = split(make_stratifier(model, obs, 1.0, stratify=False), agent, batch, key)
     assert not bool(jnp.any(on_flat))
     assert float(m_flat["strat/exchange"]) == float(m_base["strat/exchange"])
+    # --split-by-source: the strata are the source buffers, so nothing is exchanged; the scores are still logged
+    _, on_src, _, m_src = split(make_stratifier(model, obs, 1.0, split_by_source=True), agent, batch, key)
+    np.testing.assert_array_equal(np.asarray(on_src), np.asarray(batch.source == ONLINE))
+    assert bool(jnp.any(on_src)) and not bool(jnp.all(on_src))
+    assert float(m_src["strat/exchange"]) == 0.0 and float(m_base["strat/exchange"]) > 0
+    assert float(m_src["strat/n_on"]) == float(jnp.sum(batch.source == ONLINE))
+    assert float(m_src["strat/score_online_mean"]) == float(m_base["strat/score_online_mean"])
+    with pytest.raises(ValueError, match="split_by_source"):
+        make_stratifier(model, obs, 1.0, split_by_source=True, stratify=False)
     # --exchange-cap: at most n_c samples cross each way
     _, on_cap, _, m_cap = split(make_stratifier(model, obs, 1.0, exchange_cap=2), agent, batch, key)
     assert float(m_cap["strat/exchange_off_to_on"]) <= 2 and float(m_cap["strat/exchange_on_to_off"]) <= 2

@@ -146,7 +146,7 @@ class Runner:
         self.ref_scores = ref if None not in ref else envs.reference_scores(self.env_id)
         agent_cls = AGENTS[self.method.agent]
         try:
-            self.agent_config = make_config(agent_cls, task_kind(self.env_id), cfg.agent)
+            self.agent_config = make_config(agent_cls, task_kind(self.env_id), cfg.agent, cfg.offline_steps)
         except (TypeError, ValueError) as e:
             raise RunError(f"agent options: {e}") from None
         gamma = self.agent_config.discount  # one discount for TD targets and MC returns

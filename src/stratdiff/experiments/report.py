@@ -56,7 +56,9 @@ ABLATION_LABELS: dict[str, Any] = {
     "stratifier.guidance": lambda v: "with energy" if v else "w/o energy",
     "stratifier.stratify": lambda v: "stratified" if v else "w/o stratification",
     "agent.online_value_loss": lambda v: {"expectile": "expectile (Eq. 12)",
-                                          "linear": "w/o expectile (Eq. 14)"}.get(v, f"online_value_loss={v}"),
+                                          "symmetric": "w/o expectile (Eq. 14, tau=0.5)",
+                                          "linear": "w/o expectile (Eq. 14 literal)"}.get(v, f"online_value_loss={v}"),
+    "stratifier.split_by_source": lambda v: "split by source" if v else "split by score",
 }
 # Defaults of those settings, used when a run's default config cannot be resolved (an
 # unregistered method or environment) and for nested fields that configs leave unset.
@@ -65,7 +67,7 @@ ABLATION_LABELS: dict[str, Any] = {
 BOOKKEEPING_KEYS = ("log_every", "eval_every", "offline_eval_every", "checkpoint_every")
 KNOWN_DEFAULTS: dict[str, Any] = {"utd": 1, "rho": 0.5, "stratifier.exchange_cap": None,
                                   "stratifier.guidance": True, "stratifier.stratify": True,
-                                  "agent.online_value_loss": "expectile"}
+                                  "agent.online_value_loss": "expectile", "stratifier.split_by_source": False}
 KINDS = ("locomotion", "antmaze", "other")
 KIND_TITLES = {"locomotion": "locomotion", "antmaze": "AntMaze", "other": "other"}
 

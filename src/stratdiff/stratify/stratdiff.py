@@ -15,7 +15,10 @@ Online (`split`, inside jit, once per update call; Algorithm 1 lines 7-10):
   3. score every sample by Eq. 10 (`stratify.split`: `gaussian_fit` by default);
   4. sort: the lowest rho share is offline-like (b_off), the rest online-like (b_on); an
      optional exchange cap n_c (Table 7). `--no-stratification` keeps every sample in b_off
-     (the scores and exchange counts are still logged).
+     (the scores and the exchange counts the split would have made are still logged);
+     `--split-by-source` puts the offline buffer's samples in b_off and the online buffer's in
+     b_on (the scores are logged, the exchange count is 0 by construction). Both are readings
+     of Table 8's "w/o stratification" (docs/paper.md).
 Optionally `next_candidates` behaviour-model actions at s' join IQL's online max-target (Eq. 13).
 """
 
@@ -58,6 +61,7 @@ class StratDiffConfig:
     guidance: bool = True  # False: unguided behaviour model, no energy (Figure 4, --no-energy)
     guidance_scale: float | None = None  # s of Eq. 9; None: Table 4's value for the dataset
     stratify: bool = True  # False: every sample offline-like (Table 8, --no-stratification)
+    split_by_source: bool = False  # True: strata = source buffers, no score split (Table 8, --split-by-source)
     exchange_cap: int | None = None  # n_c of Table 7: at most n_c samples cross each way
     online_energy_updates: bool = True  # CEP steps with the current critic during the online phase (line 8)
     energy_every: int = 1  # one CEP step every this many update calls (1: every call, as Algorithm 1)
@@ -75,6 +79,9 @@ class StratDiffConfig:
             raise ValueError(f"stratifier.exchange_cap must be >= 0, got {self.exchange_cap}")
         if self.energy_every < 1:
             raise ValueError(f"stratifier.energy_every must be >= 1, got {self.energy_every}")
+        if self.split_by_source and not self.stratify:
+            raise ValueError("stratifier.split_by_source and stratifier.stratify=false exclude each other "
+                             "(--split-by-source, --no-stratification: choose one)")
         if self.num_guided < 2 and self.score == "gaussian_fit":
             raise ValueError("stratifier.num_guided must be >= 2 for score=gaussian_fit")
 
@@ -161,9 +168,12 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
         scores = alignment_score(self.config.score, batch.actions.reshape(u * b, -1), guided,
                                  self.config.sigma0).reshape(u, b)
         from_online = batch.source == ONLINE
-        online_like = jax.vmap(lambda s: split_by_score(s, self.rho))(scores)
-        online_like = jax.vmap(lambda o, s, f: cap_exchange(o, s, f, self.config.exchange_cap))(
-            online_like, scores, from_online)
+        if self.config.split_by_source:
+            online_like = from_online
+        else:
+            online_like = jax.vmap(lambda s: split_by_score(s, self.rho))(scores)
+            online_like = jax.vmap(lambda o, s, f: cap_exchange(o, s, f, self.config.exchange_cap))(
+                online_like, scores, from_online)
         metrics.update({k: v / u for k, v in exchange_stats(online_like, from_online).items()})
         n_online = jnp.maximum(jnp.sum(from_online), 1)
         n_offline = jnp.maximum(jnp.sum(~from_online), 1)
