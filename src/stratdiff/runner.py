@@ -236,7 +236,8 @@ class Runner:
     def _build_stratifier(self) -> None:
         """Algorithm 1's offline part beyond the backbone (e.g. the behaviour model and the energy),
         and the method's batch source, from one context."""
-        context = {"config": self.cfg, "dataset": self.dataset, "offline": self.offline,
+        context = {"config": self.cfg, "dataset": self.dataset, "task_kind": task_kind(self.env_id),
+                   "offline": self.offline,
                    "normalizer": self.normalizer, "agent": self.agent, "key": self.k_strat,
                    "out_dir": self.out, "progress": self.progress}
         self.stratifier = stratify.build(self.method.stratifier, context)
@@ -466,7 +467,24 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: b
     """
     out = Path(out_dir)
     with locks.holding(out):
-        return _train(cfg, out, resume, progress, stop_after, dataset)
+        if dataset is None:
+            dataset = load_dataset(cfg.dataset, cfg.env)
+        return _train(with_dataset_values(cfg, dataset), out, resume, progress, stop_after, dataset)
+
+
+def with_dataset_values(cfg: RunConfig, dataset: Dataset) -> RunConfig:
+    """`cfg` with the values the paper gives per dataset (e.g. StratDiff's guidance scale) filled
+    with the task kind's defaults where `dataset` is not one the paper lists (a user's own file),
+    so that config.json records what the run used; says once which values were taken and why."""
+    env_id = cfg.env or dataset.info.env_id
+    if env_id is None:
+        return cfg  # the Runner refuses it by name
+    values, note = stratify.dataset_values(METHODS[cfg.algo].stratifier, cfg.stratifier,
+                                           dataset.info.name or cfg.dataset, task_kind(env_id))
+    if not values:
+        return cfg
+    print(f"[stratdiff] {note}", flush=True)
+    return dataclasses.replace(cfg, stratifier={**cfg.stratifier, **values})
 
 
 def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,
