@@ -291,3 +291,22 @@ def test_iql_actor_step_size_follows_the_schedule():
         for a, b in zip(scheduled, constant):
             np.testing.assert_allclose(a, factor * b, rtol=1e-3, atol=1e-7)  # float32 parameter deltas
         agent = nxt
+
+
+def test_calql_policy_log_std_multiplier_and_offset():
+    """Cal-QL's tanh-Gaussian as CORL / JaxCQL: log_std = m * out + c with learned m = 1, c = -1 at
+    the start, so the initial std is ~e^-1 = 0.37 (the last layer's 1e-2 init keeps out ~ 0)."""
+    from stratdiff.agents.calql import _networks
+
+    agent = _calql()
+    _, actor = _networks(agent.config, ACT_DIM)
+    obs = jax.random.normal(jax.random.PRNGKey(8), (B, OBS_DIM))
+    _, log_std = actor.apply(agent.actor_params, obs)
+    np.testing.assert_allclose(log_std, -1.0, atol=0.05)
+    p = agent.actor_params["params"]
+    assert float(p["log_std_multiplier"]) == 1.0 and float(p["log_std_offset"]) == -1.0
+    new, _ = agent.update(_batch(jax.random.PRNGKey(9)))
+    assert float(new.actor_params["params"]["log_std_offset"]) != -1.0  # learned with the policy
+    plain = _calql(log_std_multiplier=None)  # without them: the MLP's own output, std ~ 1
+    _, plain_actor = _networks(plain.config, ACT_DIM)
+    np.testing.assert_allclose(plain_actor.apply(plain.actor_params, obs)[1], 0.0, atol=0.05)
