@@ -59,6 +59,18 @@ def _cql_case(importance_sample, calibration, clip_min=-200.0):
 
 def test_cql_logsumexp_hand_values():
     log_half = math.log(0.5)
+    # the bound binds on both policy terms: MC return 2.0 lifts q_next_pi 0.2 and q_pi 0.3 to 2.0
+    args = dict(q_data=jnp.array([[1.0]]), q_rand=jnp.array([[[0.5]]]), q_next_pi=jnp.array([[[0.2]]]),
+                logp_next_pi=jnp.array([[-0.1]]), q_pi=jnp.array([[[0.3]]]), logp_pi=jnp.array([[0.4]]),
+                mc_returns=jnp.array([2.0]))
+    bound = cql_regulariser(**args, act_dim=1, temperature=1.0, importance_sample=True, calibration=True,
+                            clip_min=-200.0, clip_max=math.inf)
+    expected = math.log(math.exp(0.5 - log_half) + math.exp(2.0 + 0.1) + math.exp(2.0 - 0.4)) - 1.0
+    assert float(bound[0, 0]) == pytest.approx(expected, rel=1e-6)
+    free = cql_regulariser(**args, act_dim=1, temperature=1.0, importance_sample=True, calibration=False,
+                           clip_min=-200.0, clip_max=math.inf)
+    expected_free = math.log(math.exp(0.5 - log_half) + math.exp(0.2 + 0.1) + math.exp(0.3 - 0.4)) - 1.0
+    assert float(free[0, 0]) == pytest.approx(expected_free, rel=1e-6)
     # importance sampled + calibrated: q_next_pi 0.2 -> max(0.2, 0.25) = 0.25, q_pi 0.3 stays
     expected = math.log(math.exp(0.5 - log_half) + math.exp(0.25 + 0.1) + math.exp(0.3 - 0.4)) - 1.0
     assert _cql_case(True, True) == pytest.approx(expected, rel=1e-6)
@@ -218,8 +230,27 @@ def test_calql_regulariser_averaged_over_offline_like_only():
     np.testing.assert_allclose(m_mix["td_loss"], m_all["td_loss"], rtol=1e-6)
     np.testing.assert_allclose(m_mix["td_loss"], (m_mix["critic_loss_on"] + m_mix["critic_loss_off"]) / 2,
                                rtol=1e-5)
-    assert float(m_mix["cql_diff"]) != pytest.approx(float(m_all["cql_diff"]), rel=1e-4)
+    # each sample's regulariser R_i, read off an update where it is the only offline-like one
+    # (the same key: the same sampled actions); cql_diff must be their mean over b_off exactly
+    per = np.array([float(agent.update(batch, (jnp.arange(B) != i)[None])[1]["cql_diff"]) for i in range(B)])
+    off = ~np.asarray(online_like[0])
+    np.testing.assert_allclose(float(m_mix["cql_diff"]), per[off].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(m_all["cql_diff"]), per.mean(), rtol=1e-5)
+    assert abs(per[off].mean() - per.mean()) > 1e-3  # the two means differ, so the check can fail
     np.testing.assert_allclose(m_mix["cql_loss"], 10.0 * 2 * m_mix["cql_diff"], rtol=1e-5)
+
+
+def test_calql_update_feeds_the_batch_mc_returns_to_the_bound():
+    """CalQL.update lower-bounds the policy-action Q values by batch.mc_returns: raising them
+    above every Q raises the regulariser; without calibration they do nothing."""
+    batch = _batch(jax.random.PRNGKey(10))
+    high = batch.replace(mc_returns=jnp.full_like(batch.mc_returns, 50.0))
+    agent = _calql()
+    low_diff = float(agent.update(batch)[1]["cql_diff"])
+    high_diff = float(agent.update(high)[1]["cql_diff"])
+    assert high_diff > low_diff + 10.0  # logsumexp over values lifted to 50
+    plain = _calql(calibration=False)
+    np.testing.assert_allclose(plain.update(batch)[1]["cql_diff"], plain.update(high)[1]["cql_diff"], rtol=1e-6)
 
 
 def test_calql_lagrange_moves_alpha_prime_towards_the_gap():

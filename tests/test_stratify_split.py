@@ -28,7 +28,10 @@ def test_gaussian_fit_kl_matches_closed_form():
     np.testing.assert_allclose(score_gaussian_fit(a, guided, sigma0), [expected], rtol=1e-5)
     # a wider guided policy makes the same distance less surprising
     wide = jnp.array([[[-1.0, 0.0], [3.0, 4.0]]])  # mean (1, 2), std (2, 2)
-    assert score_gaussian_fit(a, wide, sigma0)[0] < expected + 2 * np.log(2.0)
+    # per dim: log(2/0.1) + (0.01 + diff^2)/(2*4) - 0.5 ; diffs 0 and 2
+    expected_wide = 2 * np.log(20.0) + (0.01 + 0.0) / 8 + (0.01 + 4.0) / 8 - 1.0
+    np.testing.assert_allclose(score_gaussian_fit(a, wide, sigma0), [expected_wide], rtol=1e-5)
+    assert expected_wide - 2 * np.log(2.0) < expected  # less surprising, beyond the wider policy's log-std cost
 
 
 def test_split_takes_lowest_rho_share_offline_like():
