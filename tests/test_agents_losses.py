@@ -59,6 +59,18 @@ def _cql_case(importance_sample, calibration, clip_min=-200.0):
 
 def test_cql_logsumexp_hand_values():
     log_half = math.log(0.5)
+    # the bound binds on both policy terms: MC return 2.0 lifts q_next_pi 0.2 and q_pi 0.3 to 2.0
+    args = dict(q_data=jnp.array([[1.0]]), q_rand=jnp.array([[[0.5]]]), q_next_pi=jnp.array([[[0.2]]]),
+                logp_next_pi=jnp.array([[-0.1]]), q_pi=jnp.array([[[0.3]]]), logp_pi=jnp.array([[0.4]]),
+                mc_returns=jnp.array([2.0]))
+    bound = cql_regulariser(**args, act_dim=1, temperature=1.0, importance_sample=True, calibration=True,
+                            clip_min=-200.0, clip_max=math.inf)
+    expected = math.log(math.exp(0.5 - log_half) + math.exp(2.0 + 0.1) + math.exp(2.0 - 0.4)) - 1.0
+    assert float(bound[0, 0]) == pytest.approx(expected, rel=1e-6)
+    free = cql_regulariser(**args, act_dim=1, temperature=1.0, importance_sample=True, calibration=False,
+                           clip_min=-200.0, clip_max=math.inf)
+    expected_free = math.log(math.exp(0.5 - log_half) + math.exp(0.2 + 0.1) + math.exp(0.3 - 0.4)) - 1.0
+    assert float(free[0, 0]) == pytest.approx(expected_free, rel=1e-6)
     # importance sampled + calibrated: q_next_pi 0.2 -> max(0.2, 0.25) = 0.25, q_pi 0.3 stays
     expected = math.log(math.exp(0.5 - log_half) + math.exp(0.25 + 0.1) + math.exp(0.3 - 0.4)) - 1.0
     assert _cql_case(True, True) == pytest.approx(expected, rel=1e-6)
@@ -94,8 +106,10 @@ def test_iql_stratified_value_loss_hand_values():
     cfg = IQL.presets["locomotion"]
     np.testing.assert_allclose(stratified_value_loss(u, None, cfg), [0.3 * 4, 0.7, 0.3 * 4, 0.7], rtol=1e-6)
     np.testing.assert_allclose(stratified_value_loss(u, on, cfg), [0.3 * 4, 0.7, 0.01 * 4, 0.99], rtol=1e-6)
-    linear = dataclasses.replace(cfg, online_value_loss="linear")  # Eq. 14: u itself on b_on
+    linear = dataclasses.replace(cfg, online_value_loss="linear")  # Eq. 14 literally: u itself on b_on
     np.testing.assert_allclose(stratified_value_loss(u, on, linear), [0.3 * 4, 0.7, -2.0, 1.0], rtol=1e-6)
+    symmetric = dataclasses.replace(cfg, online_value_loss="symmetric")  # Eq. 14 bounded: 0.5 u^2 on b_on
+    np.testing.assert_allclose(stratified_value_loss(u, on, symmetric), [0.3 * 4, 0.7, 0.5 * 4, 0.5], rtol=1e-6)
     antmaze = IQL.presets["antmaze"]  # expectile 0.9
     np.testing.assert_allclose(stratified_value_loss(u, ~on, antmaze), [0.01 * 4, 0.99, 0.1 * 4, 0.9], rtol=1e-6)
 
@@ -216,8 +230,27 @@ def test_calql_regulariser_averaged_over_offline_like_only():
     np.testing.assert_allclose(m_mix["td_loss"], m_all["td_loss"], rtol=1e-6)
     np.testing.assert_allclose(m_mix["td_loss"], (m_mix["critic_loss_on"] + m_mix["critic_loss_off"]) / 2,
                                rtol=1e-5)
-    assert float(m_mix["cql_diff"]) != pytest.approx(float(m_all["cql_diff"]), rel=1e-4)
+    # each sample's regulariser R_i, read off an update where it is the only offline-like one
+    # (the same key: the same sampled actions); cql_diff must be their mean over b_off exactly
+    per = np.array([float(agent.update(batch, (jnp.arange(B) != i)[None])[1]["cql_diff"]) for i in range(B)])
+    off = ~np.asarray(online_like[0])
+    np.testing.assert_allclose(float(m_mix["cql_diff"]), per[off].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(m_all["cql_diff"]), per.mean(), rtol=1e-5)
+    assert abs(per[off].mean() - per.mean()) > 1e-3  # the two means differ, so the check can fail
     np.testing.assert_allclose(m_mix["cql_loss"], 10.0 * 2 * m_mix["cql_diff"], rtol=1e-5)
+
+
+def test_calql_update_feeds_the_batch_mc_returns_to_the_bound():
+    """CalQL.update lower-bounds the policy-action Q values by batch.mc_returns: raising them
+    above every Q raises the regulariser; without calibration they do nothing."""
+    batch = _batch(jax.random.PRNGKey(10))
+    high = batch.replace(mc_returns=jnp.full_like(batch.mc_returns, 50.0))
+    agent = _calql()
+    low_diff = float(agent.update(batch)[1]["cql_diff"])
+    high_diff = float(agent.update(high)[1]["cql_diff"])
+    assert high_diff > low_diff + 10.0  # logsumexp over values lifted to 50
+    plain = _calql(calibration=False)
+    np.testing.assert_allclose(plain.update(batch)[1]["cql_diff"], plain.update(high)[1]["cql_diff"], rtol=1e-6)
 
 
 def test_calql_lagrange_moves_alpha_prime_towards_the_gap():
@@ -225,3 +258,86 @@ def test_calql_lagrange_moves_alpha_prime_towards_the_gap():
     new, m = agent.update(_batch(jax.random.PRNGKey(6)))
     assert float(new.log_alpha_prime) < float(agent.log_alpha_prime)  # alpha' shrinks
     assert float(m["alpha_prime"]) == pytest.approx(math.e, rel=1e-6)  # exp(1), CORL's initial value
+
+
+def test_no_online_expectile_default_is_bounded_and_the_literal_form_is_not():
+    """Table 6's ablation: the symmetric loss (the --no-online-expectile default) has its minimum
+    in V at Q (gradient 0 there), while Eq. 14's literal Q - V has gradient -1 in V everywhere."""
+    from stratdiff.commands.train import TrainArgs, overrides_from
+
+    assert overrides_from(TrainArgs(algo="stratdiff-iql", dataset="d", no_online_expectile=True)) == {
+        "agent.online_value_loss": "symmetric"}
+    cfg = IQL.presets["locomotion"]
+    on = jnp.ones(3, bool)
+    q = jnp.array([1.0, -2.0, 0.5])
+
+    def grad_v(kind, v):
+        c = dataclasses.replace(cfg, online_value_loss=kind)
+        return jax.grad(lambda v: stratified_value_loss(q - v, on, c).sum())(v)
+
+    np.testing.assert_allclose(grad_v("symmetric", q), 0.0, atol=1e-7)
+    np.testing.assert_allclose(grad_v("symmetric", q + 1.0), [1.0, 1.0, 1.0], rtol=1e-6)  # pulls V back to Q
+    np.testing.assert_allclose(grad_v("linear", q + 100.0), [-1.0, -1.0, -1.0])  # pushes V up at any V
+
+
+def test_iql_actor_learning_rate_cosine_offline_then_constant():
+    """The actor's rate: lr * (1 + cos(pi t / N)) / 2 over the N offline updates, then lr (never 0)."""
+    from stratdiff.agents.iql import actor_learning_rate
+
+    cfg = dataclasses.replace(IQL.presets["locomotion"], actor_lr=3e-4, actor_lr_decay_steps=1000)
+    rate = jax.jit(actor_learning_rate(cfg))
+    assert float(rate(0)) == pytest.approx(3e-4, rel=1e-6)
+    assert float(rate(250)) == pytest.approx(3e-4 * (1 + math.cos(math.pi / 4)) / 2, rel=1e-5)
+    assert float(rate(500)) == pytest.approx(1.5e-4, rel=1e-5)
+    assert float(rate(999)) == pytest.approx(3e-4 * (1 + math.cos(math.pi * 0.999)) / 2, rel=1e-2)  # float32
+    assert 0.0 < float(rate(999)) < 1e-9
+    for t in (1000, 1001, 5000, 10**7):  # the online phase: the configured rate
+        assert float(rate(t)) == pytest.approx(3e-4, rel=1e-6)
+    constant = actor_learning_rate(dataclasses.replace(cfg, actor_lr_decay_steps=0))
+    assert float(constant(0)) == float(constant(500)) == pytest.approx(3e-4, rel=1e-6)
+    # the runner's config: N = the run's offline steps unless set
+    assert make_config(IQL, "locomotion", {}, offline_steps=5000).actor_lr_decay_steps == 5000
+    assert make_config(IQL, "locomotion", {"actor_lr_decay_steps": 0}, offline_steps=5000).actor_lr_decay_steps == 0
+    assert make_config(CalQL, "locomotion", {}, offline_steps=5000) == make_config(CalQL, "locomotion")
+
+
+def test_iql_actor_step_size_follows_the_schedule():
+    """The agent's actor steps by the scheduled rate at its own update count: from the same state,
+    an update under the N = 4 cosine moves the actor by rate(count) / lr of the constant-rate move."""
+    agent = _iql(actor_lr_decay_steps=4)
+    batch = _batch(jax.random.PRNGKey(7))
+    constant_cfg = dataclasses.replace(agent.config, actor_lr_decay_steps=0)
+
+    def move(a):
+        new, _ = a.update(batch)
+        return new, jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x, y: x - y, new.actor_params,
+                                                                     a.actor_params))
+
+    for t in range(6):
+        count = int(jax.tree_util.tree_leaves(agent.actor_opt_state)[0])
+        assert count == t == int(agent.step)
+        nxt, scheduled = move(agent)
+        _, constant = move(agent.replace(config=constant_cfg))
+        factor = (1 + math.cos(math.pi * t / 4)) / 2 if t < 4 else 1.0
+        for a, b in zip(scheduled, constant):
+            np.testing.assert_allclose(a, factor * b, rtol=1e-3, atol=1e-7)  # float32 parameter deltas
+        agent = nxt
+
+
+def test_calql_policy_log_std_multiplier_and_offset():
+    """Cal-QL's tanh-Gaussian as CORL / JaxCQL: log_std = m * out + c with learned m = 1, c = -1 at
+    the start, so the initial std is ~e^-1 = 0.37 (the last layer's 1e-2 init keeps out ~ 0)."""
+    from stratdiff.agents.calql import _networks
+
+    agent = _calql()
+    _, actor = _networks(agent.config, ACT_DIM)
+    obs = jax.random.normal(jax.random.PRNGKey(8), (B, OBS_DIM))
+    _, log_std = actor.apply(agent.actor_params, obs)
+    np.testing.assert_allclose(log_std, -1.0, atol=0.05)
+    p = agent.actor_params["params"]
+    assert float(p["log_std_multiplier"]) == 1.0 and float(p["log_std_offset"]) == -1.0
+    new, _ = agent.update(_batch(jax.random.PRNGKey(9)))
+    assert float(new.actor_params["params"]["log_std_offset"]) != -1.0  # learned with the policy
+    plain = _calql(log_std_multiplier=None)  # without them: the MLP's own output, std ~ 1
+    _, plain_actor = _networks(plain.config, ACT_DIM)
+    np.testing.assert_allclose(plain_actor.apply(plain.actor_params, obs)[1], 0.0, atol=0.05)

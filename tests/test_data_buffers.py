@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,6 +16,7 @@ from stratdiff.data import (
     StateNormalizer,
     mc_returns,
     mixed_batch,
+    mixed_batches,
     n_offline,
 )
 from stratdiff.types import OFFLINE, ONLINE
@@ -133,3 +135,46 @@ def test_mixed_batch_share_tags_and_determinism():
     only_online = mixed_batch(key, offline, online, 16, 0.0)
     assert (np.asarray(only_online.source) == ONLINE).all()
     assert (np.asarray(mixed_batch(key, offline, online, 16, 1.0).source) == OFFLINE).all()
+
+
+def test_mixed_batches_every_utd_row_holds_exact_source_counts():
+    """UTD > 1: each of the U minibatches holds n_offline(B, rho) offline and the rest online
+    samples (not U * B rows split once, which would leave whole rows offline or online)."""
+    ds = small_dataset()
+    offline = OfflineBuffer.from_dataset(ds)
+    online = OnlineBuffer(100, 3, 2)
+    _episode(online, 10, 7.0, start=1000)
+    key = jax.random.key(3)
+    for rho, n_off in ((0.5, 5), (0.25, 3), (0.0, 0), (1.0, 10)):
+        batch = mixed_batches(key, offline, online, 4, 10, rho)
+        assert batch.observations.shape == (4, 10, 3) and batch.rewards.shape == (4, 10)
+        src = np.asarray(batch.source)
+        assert (src == OFFLINE).sum(axis=1).tolist() == [n_off] * 4
+        assert (src[:, :n_off] == OFFLINE).all() and (src[:, n_off:] == ONLINE).all()
+        rew = np.asarray(batch.rewards)
+        assert ((rew == 7.0) == (src == ONLINE)).all()  # the tags say where each row came from
+    batch = mixed_batches(key, offline, online, 4, 10, 0.5)
+    rows = np.asarray(batch.observations)
+    assert not any(np.array_equal(rows[0], rows[i]) for i in range(1, 4))  # rows drawn independently
+    # the utd=1 draw is the single minibatch of mixed_batch
+    for x, y in zip(jax.tree.leaves(mixed_batches(key, offline, online, 1, 10, 0.25)),
+                    jax.tree.leaves(mixed_batch(key, offline, online, 10, 0.25))):
+        np.testing.assert_array_equal(np.asarray(x)[0], np.asarray(y))
+
+
+def test_split_size_and_batch_share_use_one_rounding():
+    """n = 10, rho = 0.25: the batch holds 3 offline samples and the split marks 3 offline-like
+    (round half up in both), so with every sample in its buffer's stratum nothing is exchanged."""
+    from stratdiff.stratify.split import exchange_stats, split_by_score
+
+    assert n_offline(10, 0.25) == 3 and n_offline(10, 0.35) == 4 and n_offline(6, 0.25) == 2
+    ds = small_dataset()
+    offline = OfflineBuffer.from_dataset(ds)
+    online = OnlineBuffer(100, 3, 2)
+    _episode(online, 10, 7.0, start=1000)
+    batch = mixed_batch(jax.random.key(0), offline, online, 10, 0.25)
+    from_online = batch.source == ONLINE
+    scores = jnp.where(from_online, 1.0, 0.0) + jnp.arange(10) * 1e-3  # offline samples score lowest
+    online_like = split_by_score(scores, 0.25)
+    assert int((~online_like).sum()) == int((~from_online).sum()) == 3
+    assert int(exchange_stats(online_like, from_online)["strat/exchange"]) == 0

@@ -192,7 +192,7 @@ def test_variant_labels_and_scale(tmp_path):
         "agent.online_value_loss": "linear", "stratifier.exchange_cap": 8, "online_steps": 400})
     write_run(tmp_path / "b", "stratdiff-iql", *HOP, 0, 1.0, overrides={"stratifier.stratify": False})
     runs = {r.path.name: r for r in report.find_runs(tmp_path)}
-    assert report.variant_label(runs["a"].variant) == "w/o expectile (Eq. 14), n_c=8"
+    assert report.variant_label(runs["a"].variant) == "w/o expectile (Eq. 14 literal), n_c=8"
     assert runs["a"].scale == "smoke, 200+400 steps" and runs["b"].scale == "smoke"
     assert report.variant_label(runs["b"].variant) == "w/o stratification"
     cols = [c.label for c in report._columns(list(runs.values()))]
@@ -241,3 +241,54 @@ def test_curves_panel_title_names_seed_counts_per_column():
     long = "walker2d-medium-replay-v5"
     assert report.panel_title(long, {(iql, 0): [series] * 3, (strat, 0): [series]}) == \
         long + "\n(seeds: IQL 3, StratDiff-IQL 1)"
+
+
+def test_unknown_env_unresolvable_config_and_nonfinite_score_are_said_by_run(tmp_path, capsys):
+    """Nothing is dropped or relabelled silently: an environment without an EnvSpec, a config
+    that does not resolve and a non-finite final score each give a warning naming the run."""
+    good = write_run(tmp_path / "runs" / "ok", "iql", *HOP, 0, 30.0)
+    nan = write_run(tmp_path / "runs" / "nan", "iql", *HOP, 1, 40.0)
+    summary = json.loads((nan / "summary.json").read_text())
+    (nan / "summary.json").write_text(json.dumps({**summary, "final_score": float("nan")}))
+    rows = list(csv.DictReader(open(nan / "metrics.csv")))
+    rows[-1]["eval/score"] = "nan"
+    with open(nan / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    odd = write_run(tmp_path / "runs" / "odd", "iql", *HOP, 2, 50.0)
+    config = json.loads((odd / "config.json").read_text())
+    (odd / "config.json").write_text(json.dumps({**config, "env": "NoSuchEnv-v0", "algo": "my-method"}))
+    report._WARNED.clear()
+    report._DEFAULTS_CACHE.clear()
+    md = report.write_report(tmp_path / "runs", tmp_path / "out", reps=50).read_text()
+    err = capsys.readouterr().err
+    assert f"run {odd}: environment 'NoSuchEnv-v0' has no EnvSpec" in err and "reported under 'other'" in err
+    assert f"run {odd}: its default config does not resolve" in err
+    assert f"run {nan}: final score nan is not finite; left out of the cell" in err
+    assert str(good) not in err
+    assert f"`{nan}`: finished without a final evaluation score" in md
+
+
+# The committed studies: their report tables are regenerated from the light run files alone
+# (config.json, metrics.csv, summary.json); no training, no agent weights.
+COMMITTED_REPORTS = ("results/study-cpu", "results/antmaze-cpu", "results/study-cpu/halfcheetah-medium-32.6")
+
+
+@pytest.mark.parametrize("study", COMMITTED_REPORTS)
+def test_regenerated_report_reproduces_the_committed_tables(study, tmp_path, monkeypatch):
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    runs = repo / study / "runs"
+    if not runs.is_dir():
+        pytest.skip(f"{study}/runs is not in this checkout")
+    for path in runs.rglob("*"):
+        if path.name in ("config.json", "metrics.csv", "summary.json") and path.is_file():
+            target = tmp_path / study / "runs" / path.relative_to(runs)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    monkeypatch.chdir(tmp_path)  # the committed report names its root relative to the repository
+    report.write_report(f"{study}/runs", tmp_path / "out")
+    for name in ("table_main.md", "table_iqm.md", "table_main.tex", "table_iqm.tex", "report.md"):
+        assert (tmp_path / "out" / name).read_text() == (repo / study / "report" / name).read_text(), name

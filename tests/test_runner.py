@@ -28,6 +28,13 @@ def deterministic_columns(rows):
     return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
 
 
+def _flat(tree, prefix=""):
+    """(path, leaf) pairs of a nested dict as checkpoints store it."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in _flat(v, f"{prefix}/{k}")]
+    return [(prefix, tree)]
+
+
 def smoke_config(dataset, **overrides):
     base = dict(offline_steps=100, online_steps=120, online_warmup_steps=20, log_every=20,
                 eval_every=40, checkpoint_every=40, eval_episodes=2, batch_size=32)
@@ -59,9 +66,12 @@ def test_run_writes_files_and_resume_matches_uninterrupted(hopper_hdf5, tmp_path
     assert deterministic_columns(read_rows(tmp_path / "killed" / "metrics.csv")) == deterministic_columns(rows)
     assert resumed["final_score"] == full["final_score"]
 
-    # killed in the offline phase, then resumed
+    # killed in the offline phase, then resumed: the checkpoint keeps the actor's lr-schedule count
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "killed2", progress=False, stop_after=60)
+    saved = checkpoint.load_raw(tmp_path / "killed2" / CHECKPOINT)["agent"]
+    counts = [int(np.asarray(v)) for k, v in _flat(saved["actor_opt_state"]) if k.endswith("count")]
+    assert counts and set(counts) == {40} and int(np.asarray(saved["step"])) == 40  # the checkpoint at step 40
     train(cfg, tmp_path / "killed2", resume=True, progress=False)
     assert deterministic_columns(read_rows(tmp_path / "killed2" / "metrics.csv")) == deterministic_columns(rows)
 

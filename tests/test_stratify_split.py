@@ -28,14 +28,21 @@ def test_gaussian_fit_kl_matches_closed_form():
     np.testing.assert_allclose(score_gaussian_fit(a, guided, sigma0), [expected], rtol=1e-5)
     # a wider guided policy makes the same distance less surprising
     wide = jnp.array([[[-1.0, 0.0], [3.0, 4.0]]])  # mean (1, 2), std (2, 2)
-    assert score_gaussian_fit(a, wide, sigma0)[0] < expected + 2 * np.log(2.0)
+    # per dim: log(2/0.1) + (0.01 + diff^2)/(2*4) - 0.5 ; diffs 0 and 2
+    expected_wide = 2 * np.log(20.0) + (0.01 + 0.0) / 8 + (0.01 + 4.0) / 8 - 1.0
+    np.testing.assert_allclose(score_gaussian_fit(a, wide, sigma0), [expected_wide], rtol=1e-5)
+    assert expected_wide - 2 * np.log(2.0) < expected  # less surprising, beyond the wider policy's log-std cost
 
 
 def test_split_takes_lowest_rho_share_offline_like():
     scores = jnp.array([5.0, 0.1, 3.0, 0.2, 9.0, 0.0, 4.0, 1.0])
     online_like = np.asarray(split_by_score(scores, 0.5))
     assert online_like.tolist() == [True, False, True, False, True, False, True, False]
-    assert int(split_by_score(scores, 0.25).sum()) == 6
+    # rho = 0.25 of 8: the two lowest scores (positions 5 and 1) are offline-like, nothing else
+    assert np.asarray(split_by_score(scores, 0.25)).tolist() == [True, False, True, True, True, False, True, True]
+    # rho = 0.25 of 10 is 2.5 samples: rounded up to 3 (positions 5, 1, 3), as the batch's offline part
+    ten = jnp.concatenate([scores, jnp.array([7.0, 8.0])])
+    assert np.flatnonzero(~np.asarray(split_by_score(ten, 0.25))).tolist() == [1, 3, 5]
     assert int(split_by_score(scores, 1.0).sum()) == 0
 
 

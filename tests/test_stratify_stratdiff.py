@@ -91,6 +91,15 @@ def test_ablation_switches_change_what_they_name(toy):
     _, on_flat, _, m_flat = split(make_stratifier(model, obs, 1.0, stratify=False), agent, batch, key)
     assert not bool(jnp.any(on_flat))
     assert float(m_flat["strat/exchange"]) == float(m_base["strat/exchange"])
+    # --split-by-source: the strata are the source buffers, so nothing is exchanged; the scores are still logged
+    _, on_src, _, m_src = split(make_stratifier(model, obs, 1.0, split_by_source=True), agent, batch, key)
+    np.testing.assert_array_equal(np.asarray(on_src), np.asarray(batch.source == ONLINE))
+    assert bool(jnp.any(on_src)) and not bool(jnp.all(on_src))
+    assert float(m_src["strat/exchange"]) == 0.0 and float(m_base["strat/exchange"]) > 0
+    assert float(m_src["strat/n_on"]) == float(jnp.sum(batch.source == ONLINE))
+    assert float(m_src["strat/score_online_mean"]) == float(m_base["strat/score_online_mean"])
+    with pytest.raises(ValueError, match="split_by_source"):
+        make_stratifier(model, obs, 1.0, split_by_source=True, stratify=False)
     # --exchange-cap: at most n_c samples cross each way
     _, on_cap, _, m_cap = split(make_stratifier(model, obs, 1.0, exchange_cap=2), agent, batch, key)
     assert float(m_cap["strat/exchange_off_to_on"]) <= 2 and float(m_cap["strat/exchange_on_to_off"]) <= 2
@@ -181,3 +190,36 @@ def test_smoke_run_end_to_end(algo, hopper_hdf5, tmp_path):
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("strat/exchange", "strat/score_online_mean", "frac_online_like"):
         assert key in header, key
+
+
+def test_any_dataset_name_takes_the_task_kind_defaults(hopper_hdf5, tmp_path):
+    """A user's own file (a name the paper's Table 4 does not list) runs: the locomotion defaults
+    (guidance scale 5.0, the median of Table 4's locomotion scales; K = 16) are said once and
+    recorded in config.json; a resume with the same command continues the same run."""
+    import shutil
+
+    from stratdiff.diffusion import TASK_KIND_DEFAULTS
+    from stratdiff.stratify.stratdiff import dataset_values
+
+    assert (TASK_KIND_DEFAULTS["locomotion"].guidance_scale, TASK_KIND_DEFAULTS["locomotion"].num_support) == (5.0, 16)
+    assert (TASK_KIND_DEFAULTS["antmaze"].guidance_scale, TASK_KIND_DEFAULTS["antmaze"].num_support) == (3.0, 32)
+    assert dataset_values({}, "hopper-medium-replay-v5", "locomotion") == ({}, None)
+    assert dataset_values({}, "my-maze", "antmaze")[0] == {"guidance_scale": 3.0, "num_support": 32}
+    assert dataset_values({"guidance_scale": 2.0}, "my-data", "locomotion")[0] == {"num_support": 16}
+
+    data = tmp_path / "my_data.hdf5"
+    shutil.copy(hopper_hdf5, data)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "stratdiff.cli", "train", "--algo", "stratdiff-iql", "--dataset", str(data),
+           "--env", "Hopper-v5", "--preset", "smoke", "--out", str(out), "--no-progress",
+           "--set", "offline_steps=20", "online_steps=30", "log_every=10", "eval_every=30",
+           "checkpoint_every=10", "online_warmup_steps=10", "eval_episodes=1", "batch_size=16"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("is not in the paper's Table 4") == 1, done.stdout[-2000:]
+    assert "stratifier.guidance_scale=5.0" in done.stdout
+    stored = json.loads((out / "config.json").read_text())["stratifier"]
+    assert stored["guidance_scale"] == 5.0 and stored["num_support"] == 16
+    assert json.loads((out / "behaviour" / "config.json").read_text())["config"]["num_support"] == 16
+    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]

@@ -243,6 +243,6 @@ def test_cli_ablation_flags_become_overrides():
     from stratdiff.commands import sweep as command
 
     args = command.SweepArgs(algos=("stratdiff-iql",), datasets=("d",), out=Path("o"), set=("utd=10",),
-                             no_energy=True, no_online_expectile=True, exchange_cap=8)
-    assert command.overrides(args) == ("utd=10", "stratifier.guidance=false", "agent.online_value_loss=\"linear\"",
-                                       "stratifier.exchange_cap=8")
+                             no_energy=True, no_online_expectile=True, exchange_cap=8, split_by_source=True)
+    assert command.overrides(args) == ("utd=10", "stratifier.guidance=false", "stratifier.split_by_source=true",
+                                       "agent.online_value_loss=\"symmetric\"", "stratifier.exchange_cap=8")

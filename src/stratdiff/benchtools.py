@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 
 import jax
@@ -13,14 +14,22 @@ import jax.numpy as jnp
 
 def xla_gflop(fn, *args, **kwargs) -> float:
     """GFLOPs of one call of the jitted `fn` by XLA's cost analysis (matrix products,
-    elementwise work and reductions), NaN where the backend gives none. XLA counts a scan
-    body once: a call that scans counts one iteration."""
+    elementwise work and reductions), NaN where the backend gives none, with a warning on
+    stderr naming the call and why. XLA counts a scan body once: a call that scans counts one
+    iteration."""
+    name = getattr(fn, "__name__", repr(fn))
     try:
         cost = fn.lower(*args, **kwargs).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one dict per device
-        return float(cost.get("flops", float("nan"))) / 1e9
-    except Exception:  # noqa: BLE001 - cost analysis is best effort
+    except Exception as e:  # noqa: BLE001 - cost analysis is best effort, its failure is said
+        print(f"[bench] warning: no flop count for {name} ({type(e).__name__}: {e}); reported as NaN",
+              file=sys.stderr, flush=True)
         return float("nan")
+    if not cost or "flops" not in cost:
+        print(f"[bench] warning: no flop count for {name} (the backend's cost analysis has none); "
+              "reported as NaN", file=sys.stderr, flush=True)
+        return float("nan")
+    return float(cost["flops"]) / 1e9
 
 
 def usable_cores() -> int:

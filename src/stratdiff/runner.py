@@ -45,7 +45,7 @@ from stratdiff.data import (
     StateNormalizer,
     load_dataset,
     make_reward_transform,
-    mixed_batch,
+    mixed_batches,
 )
 from stratdiff.errors import UserError
 from stratdiff.logging import NO_SPACE_FIX, MetricsLogger
@@ -170,7 +170,7 @@ class Runner:
         self.action_bounds = envs.action_bounds(self.env_id)  # None: the env acts in [-1, 1] as the agents
         agent_cls = AGENTS[self.method.agent]
         try:
-            self.agent_config = make_config(agent_cls, task_kind(self.env_id), cfg.agent)
+            self.agent_config = make_config(agent_cls, task_kind(self.env_id), cfg.agent, cfg.offline_steps)
         except (TypeError, ValueError) as e:
             raise RunError(f"agent options: {e}") from None
         gamma = self.agent_config.discount  # one discount for TD targets and MC returns
@@ -260,7 +260,8 @@ class Runner:
     def _build_stratifier(self) -> None:
         """Algorithm 1's offline part beyond the backbone (e.g. the behaviour model and the energy),
         and the method's batch source, from one context."""
-        context = {"config": self.cfg, "dataset": self.dataset, "offline": self.offline,
+        context = {"config": self.cfg, "dataset": self.dataset, "task_kind": task_kind(self.env_id),
+                   "offline": self.offline,
                    "normalizer": self.normalizer, "agent": self.agent, "key": self.k_strat,
                    "out_dir": self.out, "progress": self.progress}
         self.stratifier = stratify.build(self.method.stratifier, context)
@@ -412,9 +413,8 @@ class Runner:
             for k, v in src_metrics.items():
                 self.window.setdefault(k, []).append(float(v))
             if online_step >= cfg.online_warmup_steps:
-                batch = mixed_batch(k_batch, self.source.offline_part(self.offline), self.online,
-                                    cfg.utd * cfg.batch_size, cfg.rho)
-                batch = jax.tree_util.tree_map(lambda x: x.reshape(cfg.utd, cfg.batch_size, *x.shape[1:]), batch)
+                batch = mixed_batches(k_batch, self.source.offline_part(self.offline), self.online,
+                                      cfg.utd, cfg.batch_size, cfg.rho)
                 self.agent, self.stratifier, metrics = _online_update(self.agent, self.stratifier, batch, k_update)
                 metrics = jax.device_get(metrics)
                 self._guard(metrics, self.step)
@@ -534,6 +534,9 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: b
     if force and resume:
         raise RunError("--force starts the run over and --resume continues it: pass one of them")
     with locks.holding(out):
+        if dataset is None:
+            dataset = load_dataset(cfg.dataset, cfg.env)
+        cfg = with_dataset_values(cfg, dataset)
         if force:
             clear_run(out)
         try:
@@ -557,6 +560,21 @@ def clear_run(out: Path) -> None:
         else:
             p.unlink(missing_ok=True)
     runfiles.remove_temporaries(out, out / "behaviour")
+
+
+def with_dataset_values(cfg: RunConfig, dataset: Dataset) -> RunConfig:
+    """`cfg` with the values the paper gives per dataset (e.g. StratDiff's guidance scale) filled
+    with the task kind's defaults where `dataset` is not one the paper lists (a user's own file),
+    so that config.json records what the run used; says once which values were taken and why."""
+    env_id = cfg.env or dataset.info.env_id
+    if env_id is None:
+        return cfg  # the Runner refuses it by name
+    values, note = stratify.dataset_values(METHODS[cfg.algo].stratifier, cfg.stratifier,
+                                           dataset.info.name or cfg.dataset, task_kind(env_id))
+    if not values:
+        return cfg
+    print(f"[stratdiff] {note}", flush=True)
+    return dataclasses.replace(cfg, stratifier={**cfg.stratifier, **values})
 
 
 def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,

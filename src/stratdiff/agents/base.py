@@ -52,8 +52,11 @@ class Agent(Protocol):
 # ----------------------------------------------------------------------------- configs
 
 
-def make_config(agent_cls: type, preset: str = "locomotion", overrides: Mapping[str, Any] | None = None):
-    """`agent_cls.presets[preset]` with `overrides` (field name -> value) applied.
+def make_config(agent_cls: type, preset: str = "locomotion", overrides: Mapping[str, Any] | None = None,
+                offline_steps: int | None = None):
+    """`agent_cls.presets[preset]` with `overrides` (field name -> value) applied, then, given the
+    run's `offline_steps`, the config's own `for_run(offline_steps)` where it has one (values that
+    default to a quantity of the run, e.g. IQL's actor lr schedule spanning the offline phase).
 
     Raises one ValueError naming the unknown preset or field.
     """
@@ -66,7 +69,10 @@ def make_config(agent_cls: type, preset: str = "locomotion", overrides: Mapping[
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"{type(config).__name__}: unknown option(s) {unknown}; valid options: {sorted(names)}")
-    return dataclasses.replace(config, **overrides)
+    config = dataclasses.replace(config, **overrides)
+    if offline_steps is not None and hasattr(config, "for_run"):
+        config = config.for_run(offline_steps)
+    return config
 
 
 # ----------------------------------------------------------------------------- helpers

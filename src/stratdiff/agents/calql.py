@@ -2,7 +2,8 @@
 
 Follows CORL's `cal_ql.py` and the original Cal-QL (paper Eq. 2, Table 2):
 
-- actor: tanh-Gaussian (log_std clamped to [-20, 2]); loss E[alpha * log pi(a~|s) - min_k Q_k(s, a~)];
+- actor: tanh-Gaussian, log_std = m * out + c with learned scalars m, c initialised to 1 and -1
+  (initial std ~0.37, as CORL and JaxCQL), clamped to [-20, 2]; loss E[alpha * log pi(a~|s) - min_k Q_k(s, a~)];
   automatic entropy tuning, loss -E[log_alpha * (log pi + target_entropy)], target -act_dim.
 - critic: twin critics as ONE ensemble, TD loss sum_k E[(Q_k(s, a) - y)^2] with
   y = r + gamma * m * min_k Q_target_k(s', a'), a' ~ pi(s') (max over `cql_n_actions` samples
@@ -49,6 +50,8 @@ class CalQLConfig:
     actor_hidden_dims: tuple[int, ...] = (256, 256, 256)  # policy MLP hidden layers (CORL: 3 x 256)
     critic_hidden_dims: tuple[int, ...] = (256, 256, 256)  # Q hidden layers: 3 x 256 (AntMaze 5 x 256)
     orthogonal_init: bool = True  # orthogonal init (gain sqrt 2, last layer 1e-2)
+    log_std_multiplier: float | None = 1.0  # policy log_std = m * out + c, m, c learned (CORL / JaxCQL); None: out
+    log_std_offset: float = -1.0  # initial c (initial std ~ e^-1)
     actor_lr: float = 1e-4  # policy (and entropy temperature) Adam learning rate
     critic_lr: float = 3e-4  # critic (and Lagrange alpha') Adam learning rate
     discount: float = 0.99  # gamma
@@ -86,7 +89,8 @@ CALQL_PRESETS = {
 def _networks(config: CalQLConfig, act_dim: int):
     critic = Ensemble(StateActionValue, {"hidden_dims": config.critic_hidden_dims,
                                          "orthogonal": config.orthogonal_init}, num=config.num_critics)
-    actor = TanhGaussianPolicy(config.actor_hidden_dims, act_dim, orthogonal=config.orthogonal_init)
+    actor = TanhGaussianPolicy(config.actor_hidden_dims, act_dim, orthogonal=config.orthogonal_init,
+                               log_std_multiplier=config.log_std_multiplier, log_std_offset=config.log_std_offset)
     return critic, actor
 
 

@@ -12,9 +12,11 @@ Base IQL, as CORL's `iql.py` (paper Table 3; paper Eq. 3-4):
 StratDiff (paper Eq. 12-14), per sample with the stratum `online_like`:
 
 - value (Eq. 12): expectile `expectile` on offline-like samples, `online_expectile` (0.99)
-  on online-like ones; with `online_value_loss="linear"` the online-like term is Eq. 14
-  taken literally, Q(s, a) - V(s) (the paper's ablation; note that it is unbounded below
-  in V, so V keeps rising on online-like states).
+  on online-like ones. The paper's ablation without the expectile (Eq. 14, Table 6) has two
+  readings: `online_value_loss="symmetric"` (the `--no-online-expectile` default) removes
+  the expectile, a symmetric squared loss (Q - V)^2 (tau = 0.5) on online-like samples;
+  `online_value_loss="linear"` takes Eq. 14 literally, the term Q(s, a) - V(s) itself, whose
+  gradient in V is -1 on every online-like sample, so V rises without bound there.
 - critic (Eq. 13): target r + gamma*m*V(s') on offline-like samples and
   r + gamma*m*max_{a'} min_k Q_target_k(s', a') on online-like ones. The paper leaves the
   max over continuous actions open; here it runs over a candidate set at s': the current
@@ -51,7 +53,7 @@ from stratdiff.nn import Ensemble, GaussianPolicy, StateActionValue, StateValue
 from stratdiff.nn.policies import gaussian_log_prob
 from stratdiff.types import Batch
 
-ONLINE_VALUE_LOSSES = ("expectile", "linear")
+ONLINE_VALUE_LOSSES = ("expectile", "symmetric", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +64,10 @@ class IQLConfig:
     actor_lr: float = 3e-4  # Adam learning rate of the policy
     critic_lr: float = 3e-4  # Adam learning rate of the twin critics
     value_lr: float = 3e-4  # Adam learning rate of V
-    actor_lr_decay_steps: int = 0  # 0: constant actor lr (PEX); N > 0: cosine decay to 0 over N updates (CORL)
+    # actor lr schedule (IQL, CORL, PEX): cosine decay from actor_lr towards 0 over the first N actor
+    # updates (the offline phase), then the constant actor_lr (online, as PEX); 0: constant throughout.
+    # None: N = the run's offline_steps (`for_run`; constant where no run sets it).
+    actor_lr_decay_steps: int | None = None
     discount: float = 0.99  # gamma
     tau: float = 0.005  # target critic Polyak rate
     expectile: float = 0.7  # tau of the value expectile (0.9 AntMaze)
@@ -70,10 +75,20 @@ class IQLConfig:
     max_weight: float = 100.0  # AWR weights exp(beta * A) are clipped at this value
     num_critics: int = 2  # critic ensemble size (twin critics, min for targets)
     online_expectile: float = 0.99  # StratDiff Eq. 12: value expectile on online-like samples
-    online_value_loss: str = "expectile"  # online-like value loss: "expectile" (Eq. 12) or "linear" (Eq. 14)
+    # online-like value loss: "expectile" (Eq. 12), "symmetric" (Eq. 14 bounded: tau = 0.5) or "linear" (Eq. 14 literal)
+    online_value_loss: str = "expectile"
     num_target_candidates: int = 10  # Eq. 13 max: policy samples at s' (the policy mean is always added)
 
+    def for_run(self, offline_steps: int) -> IQLConfig:
+        """This config in a run with `offline_steps` offline updates: the actor's cosine decay
+        spans the offline phase unless `actor_lr_decay_steps` was set."""
+        if self.actor_lr_decay_steps is not None:
+            return self
+        return dataclasses.replace(self, actor_lr_decay_steps=int(offline_steps))
+
     def __post_init__(self):
+        if self.actor_lr_decay_steps is not None and self.actor_lr_decay_steps < 0:
+            raise ValueError(f"IQLConfig.actor_lr_decay_steps must be >= 0, got {self.actor_lr_decay_steps}")
         if self.online_value_loss not in ONLINE_VALUE_LOSSES:
             raise ValueError(f"IQLConfig.online_value_loss: {self.online_value_loss!r} is not one of "
                              f"{ONLINE_VALUE_LOSSES}")
@@ -96,11 +111,27 @@ def _networks(config: IQLConfig, act_dim: int):
     return critic, value, actor
 
 
+def actor_learning_rate(config: IQLConfig):
+    """The actor's learning rate per update count t (optax's count: 0 at the first update).
+
+    With N = actor_lr_decay_steps > 0: lr * (1 + cos(pi * t / N)) / 2 for t < N (CORL's
+    CosineAnnealingLR over the offline updates, as IQL's own cosine decay), then lr for every
+    later update (PEX's constant online rate; optax's cosine_decay_schedule would stay at 0
+    after N). A constant lr when N is 0 or None.
+    """
+    lr, n = config.actor_lr, config.actor_lr_decay_steps or 0
+    if n <= 0:
+        return lambda count: jnp.asarray(lr, jnp.float32)
+
+    def schedule(count):
+        cosine = 0.5 * lr * (1.0 + jnp.cos(jnp.pi * jnp.minimum(count, n) / n))
+        return jnp.where(count < n, cosine, lr).astype(jnp.float32)
+
+    return schedule
+
+
 def _optimizers(config: IQLConfig):
-    actor_lr = config.actor_lr
-    if config.actor_lr_decay_steps > 0:
-        actor_lr = optax.cosine_decay_schedule(config.actor_lr, config.actor_lr_decay_steps)
-    return optax.adam(actor_lr), optax.adam(config.critic_lr), optax.adam(config.value_lr)
+    return optax.adam(actor_learning_rate(config)), optax.adam(config.critic_lr), optax.adam(config.value_lr)
 
 
 def online_max_target(rewards: jax.Array, masks: jax.Array, candidate_q: jax.Array, discount: float) -> jax.Array:
@@ -113,14 +144,14 @@ def online_max_target(rewards: jax.Array, masks: jax.Array, candidate_q: jax.Arr
 
 def stratified_value_loss(u: jax.Array, online_like: jax.Array | None, config: IQLConfig) -> jax.Array:
     """Per-sample value loss of u = Q_target(s, a) - V(s): L2_tau(u) (Eq. 3); with strata,
-    L2_tau on offline-like and L2_0.99 (Eq. 12) or the linear u (Eq. 14) on online-like."""
+    L2_tau on offline-like and, on online-like, L2_0.99 (Eq. 12), the symmetric u^2 / 2 =
+    L2_0.5 (Eq. 14 without the expectile) or u itself (Eq. 14 literally)."""
     per = expectile_loss(u, config.expectile)
     if online_like is None:
         return per
-    if config.online_value_loss == "expectile":
-        on = expectile_loss(u, config.online_expectile)
-    else:
-        on = u
+    on = {"expectile": lambda: expectile_loss(u, config.online_expectile),
+          "symmetric": lambda: expectile_loss(u, 0.5),
+          "linear": lambda: u}[config.online_value_loss]()
     return jnp.where(online_like, on, per)
 
 

@@ -22,14 +22,16 @@ SECTIONS: dict[str, str] = {
     "agents": "stratdiff.agents.bench:bench_agents",
     "diffusion": "stratdiff.diffusion.bench:bench_diffusion",
     "stratdiff": "stratdiff.experiments.stratify_bench:bench_online_step",
+    "data": "stratdiff.data.bench:bench_data",
 }
 
 
 @dataclasses.dataclass
 class BenchArgs:
-    """Measure updates/s of each agent, diffusion training and sampling, and StratDiff's online step."""
+    """Measure updates/s of each agent, diffusion training and sampling, StratDiff's online step and
+    the dataset's MC returns."""
 
-    only: tuple[Literal["agents", "diffusion", "stratdiff"], ...] = ()
+    only: tuple[Literal["agents", "diffusion", "stratdiff", "data"], ...] = ()
     """Sections to run (default: all)."""
     out: Path = Path("bench.json")
     """Where to write the JSON."""

@@ -45,9 +45,12 @@ class SweepArgs:
     no_energy: bool = False
     """StratDiff: score against the unguided behaviour model (Figure 4)."""
     no_stratification: bool = False
-    """StratDiff: every sample offline-like (Table 8)."""
+    """StratDiff: every sample offline-like, i.e. the backbone alone (Table 8, one reading)."""
+    split_by_source: bool = False
+    """StratDiff: offline-buffer samples offline-like, online-buffer samples online-like, no score split
+    (Table 8, the other reading; see docs/paper.md)."""
     no_online_expectile: bool = False
-    """StratDiff-IQL: Eq. 14 value loss on online-like samples (Table 6)."""
+    """StratDiff-IQL (Table 6): the symmetric squared value loss on online-like samples (Eq. 14 bounded)."""
     exchange_cap: int | None = None
     """StratDiff: at most this many samples cross strata each way per batch (Table 7)."""
     share_offline: bool = False

@@ -41,9 +41,13 @@ class TrainArgs:
     no_energy: bool = False
     """StratDiff: score against the unguided behaviour model (Figure 4)."""
     no_stratification: bool = False
-    """StratDiff: every sample offline-like (Table 8)."""
+    """StratDiff: every sample offline-like, i.e. the backbone alone (Table 8, one reading)."""
+    split_by_source: bool = False
+    """StratDiff: offline-buffer samples offline-like, online-buffer samples online-like, no score split
+    (Table 8, the other reading; see docs/paper.md)."""
     no_online_expectile: bool = False
-    """StratDiff-IQL: Eq. 14 value loss on online-like samples instead of expectile 0.99 (Table 6)."""
+    """StratDiff-IQL (Table 6): no expectile on online-like samples, the symmetric squared loss (Eq. 14
+    bounded; --set agent.online_value_loss=linear: Eq. 14's literal Q - V term, unbounded)."""
     exchange_cap: int | None = None
     """StratDiff: at most this many samples cross strata each way per batch (Table 7)."""
     wandb: bool = False
@@ -67,8 +71,10 @@ def overrides_from(args: TrainArgs) -> dict:
         out["stratifier.guidance"] = False
     if args.no_stratification:
         out["stratifier.stratify"] = False
+    if args.split_by_source:
+        out["stratifier.split_by_source"] = True
     if args.no_online_expectile:
-        out["agent.online_value_loss"] = "linear"
+        out["agent.online_value_loss"] = "symmetric"
     if args.exchange_cap is not None:
         out["stratifier.exchange_cap"] = args.exchange_cap
     return out

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "OfflineBuffer": "buffers",
     "OnlineBuffer": "buffers",
     "mixed_batch": "buffers",
+    "mixed_batches": "buffers",
     "concat_batches": "buffers",
     "n_offline": "buffers",
 }
@@ -60,7 +61,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from stratdiff.data.buffers import OfflineBuffer, OnlineBuffer, concat_batches, mixed_batch, n_offline
+    from stratdiff.data.buffers import OfflineBuffer, OnlineBuffer, concat_batches, mixed_batch, mixed_batches, n_offline
     from stratdiff.data.dataset import Dataset, DatasetError, DatasetInfo, trajectory_ends
     from stratdiff.data.loaders import (
         data_root,

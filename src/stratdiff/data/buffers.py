@@ -224,7 +224,12 @@ class OnlineBuffer:
 
 # ============================================================================ mixing
 def n_offline(batch_size: int, rho: float) -> int:
-    """Offline share of a batch: round(rho * batch_size), halves rounded up."""
+    """Offline share of a batch of `batch_size`: round(rho * batch_size), halves rounded up.
+
+    The one rounding rule for a batch's offline part (`mixed_batches`) and for the size of
+    StratDiff's offline-like stratum (`stratify.split.split_by_score`), so that a batch with
+    offline share rho has exactly as many offline samples as offline-like slots.
+    """
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"rho must be in [0, 1], got {rho}")
     return int(np.floor(rho * batch_size + 0.5))
@@ -241,10 +246,39 @@ def _draw(key: jax.Array, offline: OfflineBuffer, n_off: int, n_on: int, online_
     return offline.sample(k_off, n_off), jax.random.randint(k_on, (n_on,), 0, online_size)
 
 
-@jax.jit
-def _assemble(off: Batch, obs, act, rew, next_obs, masks, mc) -> Batch:
+@functools.partial(jax.jit, static_argnums=0)
+def _assemble(utd: int, off: Batch, obs, act, rew, next_obs, masks, mc) -> Batch:
+    """[utd, B, ...] rows: each row's share of the offline draw, then its share of the online draw."""
     on = Batch(obs, act, rew, next_obs, masks, mc, jnp.full(rew.shape, ONLINE, dtype=jnp.int32))
-    return concat_batches(off, on)
+    rows = jax.tree.map(lambda x: x.reshape(utd, -1, *x.shape[1:]), (off, on))
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), *rows)
+
+
+def mixed_batches(
+    key: jax.Array,
+    offline: OfflineBuffer,
+    online: OnlineBuffer | None,
+    utd: int,
+    batch_size: int,
+    rho: float,
+) -> Batch:
+    """`utd` minibatches of Algorithm 1 as one [utd, batch_size, ...] batch: every row holds
+    n_offline(batch_size, rho) offline samples followed by the rest from the online buffer,
+    all drawn independently (uniformly, with replacement) and tagged OFFLINE / ONLINE in
+    `source`; all offline while the online buffer has no finished episode. Two jitted
+    dispatches and one small host gather per call."""
+    n_off = n_offline(batch_size, rho)
+    if online is None or len(online) == 0:
+        n_off = batch_size
+    if n_off == batch_size:
+        flat = _sample_offline(offline, key, utd * batch_size)
+    elif n_off == 0:
+        flat = online.sample(key, utd * batch_size)
+    else:
+        off, j = _draw(key, offline, utd * n_off, utd * (batch_size - n_off), len(online))
+        idx = online.positions(np.asarray(j))
+        return _assemble(utd, off, *(getattr(online, k)[idx] for k in OnlineBuffer._ARRAYS))
+    return jax.tree.map(lambda x: x.reshape(utd, batch_size, *x.shape[1:]), flat)
 
 
 def mixed_batch(
@@ -254,16 +288,5 @@ def mixed_batch(
     batch_size: int,
     rho: float,
 ) -> Batch:
-    """round(rho * batch_size) offline samples followed by the rest from the online buffer
-    (Algorithm 1), tagged OFFLINE / ONLINE in `source`; all offline while the online buffer
-    has no finished episode. Two jitted dispatches and one small host gather per call."""
-    n_off = n_offline(batch_size, rho)
-    if online is None or len(online) == 0:
-        n_off = batch_size
-    if n_off == batch_size:
-        return _sample_offline(offline, key, batch_size)
-    if n_off == 0:
-        return online.sample(key, batch_size)
-    off, j = _draw(key, offline, n_off, batch_size - n_off, len(online))
-    idx = online.positions(np.asarray(j))
-    return _assemble(off, *(getattr(online, k)[idx] for k in OnlineBuffer._ARRAYS))
+    """One [batch_size, ...] minibatch of `mixed_batches` (the same draw as its utd=1 row)."""
+    return jax.tree.map(lambda x: x[0], mixed_batches(key, offline, online, 1, batch_size, rho))

@@ -11,6 +11,7 @@ from stratdiff.diffusion.energy import EnergyNet, cep_loss, guided_noise_fn
 from stratdiff.diffusion.model import (
     DATASET_DEFAULTS,
     PRESETS,
+    TASK_KIND_DEFAULTS,
     BehaviourModel,
     DatasetDefaults,
     DiffusionConfig,
@@ -35,6 +36,7 @@ from stratdiff.diffusion.similarity import action_similarity
 __all__ = [
     "DATASET_DEFAULTS",
     "PRESETS",
+    "TASK_KIND_DEFAULTS",
     "BehaviourModel",
     "DatasetDefaults",
     "DiffusionConfig",

@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import re
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -118,6 +119,22 @@ DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     "antmaze-medium-play": DatasetDefaults(4.0, 32),
     "antmaze-umaze-diverse": DatasetDefaults(1.0, 32),
     "antmaze-medium-diverse": DatasetDefaults(3.0, 32),
+}
+
+
+def _table_kind(key: str) -> str:
+    return "antmaze" if key.startswith("antmaze") else "locomotion"
+
+
+# Per task kind, for datasets the table does not list (a user's own file): the median of Table 4's
+# scales over that kind's datasets and Appendix B.3's K. Locomotion has no single most common scale
+# (3, 5, 8 and 10 each appear twice): its median is 5.0; AntMaze's median 3.0 is also its most
+# common value (umaze, medium-diverse).
+TASK_KIND_DEFAULTS: dict[str, DatasetDefaults] = {
+    kind: DatasetDefaults(
+        float(statistics.median(d.guidance_scale for k, d in DATASET_DEFAULTS.items() if _table_kind(k) == kind)),
+        int(statistics.median(d.num_support for k, d in DATASET_DEFAULTS.items() if _table_kind(k) == kind)))
+    for kind in ("locomotion", "antmaze")
 }
 
 

@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import re
+import sys
 import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -59,7 +60,9 @@ ABLATION_LABELS: dict[str, Any] = {
     "stratifier.guidance": lambda v: "with energy" if v else "w/o energy",
     "stratifier.stratify": lambda v: "stratified" if v else "w/o stratification",
     "agent.online_value_loss": lambda v: {"expectile": "expectile (Eq. 12)",
-                                          "linear": "w/o expectile (Eq. 14)"}.get(v, f"online_value_loss={v}"),
+                                          "symmetric": "w/o expectile (Eq. 14, tau=0.5)",
+                                          "linear": "w/o expectile (Eq. 14 literal)"}.get(v, f"online_value_loss={v}"),
+    "stratifier.split_by_source": lambda v: "split by source" if v else "split by score",
 }
 # Defaults of those settings, used when a run's default config cannot be resolved (an
 # unregistered method or environment) and for nested fields that configs leave unset.
@@ -68,7 +71,7 @@ ABLATION_LABELS: dict[str, Any] = {
 BOOKKEEPING_KEYS = ("log_every", "eval_every", "offline_eval_every", "checkpoint_every")
 KNOWN_DEFAULTS: dict[str, Any] = {"utd": 1, "rho": 0.5, "stratifier.exchange_cap": None,
                                   "stratifier.guidance": True, "stratifier.stratify": True,
-                                  "agent.online_value_loss": "expectile"}
+                                  "agent.online_value_loss": "expectile", "stratifier.split_by_source": False}
 KINDS = ("locomotion", "antmaze", "other")
 KIND_TITLES = {"locomotion": "locomotion", "antmaze": "AntMaze", "other": "other"}
 
@@ -159,19 +162,34 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r.get(k, "nan")) for r in rows]) for k in header if k != "phase"}
 
 
-def task_kind(env_id: str | None) -> str:
-    """From the environment's EnvSpec: antmaze (goal reaching), locomotion, or other."""
+def warn(message: str) -> None:
+    """A visible warning on stderr (`stratdiff report: warning: ...`), each message once per process."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"stratdiff report: warning: {message}", file=sys.stderr, flush=True)
+
+
+_WARNED: set[str] = set()
+
+
+def _kind(env_id: str | None) -> tuple[str, str | None]:
+    """(task kind, why it is "other" when no EnvSpec gave it)."""
     if not env_id:
-        return "other"
+        return "other", "its config and summary name no environment"
     try:
         from stratdiff.envs import get_spec
 
         spec = get_spec(env_id)
-    except Exception:  # unknown id: reported under "other"
-        return "other"
+    except Exception as e:  # noqa: BLE001 - any failure is reported by name below
+        return "other", f"environment {env_id!r} has no EnvSpec ({type(e).__name__}: {e})"
     if spec.goal_reaching:
-        return "antmaze"
-    return "locomotion" if spec.ref_min_score is not None else "other"
+        return "antmaze", None
+    return ("locomotion", None) if spec.ref_min_score is not None else ("other", None)
+
+
+def task_kind(env_id: str | None) -> str:
+    """From the environment's EnvSpec: antmaze (goal reaching), locomotion, or other."""
+    return _kind(env_id)[0]
 
 
 def is_run_config(config: Any) -> bool:
@@ -203,7 +221,10 @@ def find_runs(root: str | Path, exclude: Iterable[Path] = ()) -> list[Run]:
             except (OSError, json.JSONDecodeError) as e:
                 raise ReportError(f"{folder / 'summary.json'}: not readable JSON ({e})") from None
         env = config.get("env") or (summary or {}).get("env")
-        runs.append(Run(folder, config, summary, read_metrics(folder / "metrics.csv"), task_kind(env)))
+        kind, why = _kind(env)
+        if why:
+            warn(f"run {folder}: {why}; reported under 'other'")
+        runs.append(Run(folder, config, summary, read_metrics(folder / "metrics.csv"), kind))
     _label_runs(runs)
     return runs
 
@@ -224,19 +245,27 @@ def flatten(config: dict[str, Any]) -> dict[str, Any]:
 _DEFAULTS_CACHE: dict[tuple, dict[str, Any] | None] = {}
 
 
-def default_config(config: dict[str, Any]) -> dict[str, Any] | None:
+def default_config(config: dict[str, Any], run: str | Path | None = None) -> dict[str, Any] | None:
     """The flat config `resolve_config` gives this run's method/dataset/env/preset with no
-    overrides; None when it cannot be resolved (unregistered method or environment)."""
+    overrides, with the per-dataset values a run fills for a dataset the paper does not list
+    (`runner.with_dataset_values`); None, with a warning naming `run`, when it cannot be
+    resolved (an unregistered method or environment)."""
     key = (config.get("algo"), config.get("dataset"), config.get("env"), config.get("preset"))
     if key not in _DEFAULTS_CACHE:
         try:
-            from stratdiff.methods import resolve_config
+            from stratdiff import stratify
+            from stratdiff.methods import METHODS, resolve_config, task_kind as env_kind
 
             cfg = resolve_config(config["algo"], config["dataset"], config.get("env"), config.get("preset"),
                                  int(config.get("seed", 0)), {})
-            _DEFAULTS_CACHE[key] = flatten(dataclasses.asdict(cfg))
-        except Exception:
+            values, _ = stratify.dataset_values(METHODS[cfg.algo].stratifier, {}, str(cfg.dataset),
+                                                env_kind(cfg.env))
+            _DEFAULTS_CACHE[key] = flatten({**dataclasses.asdict(cfg), "stratifier": {**cfg.stratifier, **values}})
+        except Exception as e:  # noqa: BLE001 - any failure is reported by name
             _DEFAULTS_CACHE[key] = None
+            where = f"run {run}" if run is not None else f"config {key}"
+            warn(f"{where}: its default config does not resolve ({type(e).__name__}: {e}); only the known "
+                 f"ablation settings ({', '.join(KNOWN_DEFAULTS)}) label its variant")
     return _DEFAULTS_CACHE[key]
 
 
@@ -247,11 +276,12 @@ def _differs(a: Any, b: Any) -> bool:
     return a != b
 
 
-def config_diff(config: dict[str, Any], keys: Sequence[str] | None = None) -> dict[str, Any]:
+def config_diff(config: dict[str, Any], keys: Sequence[str] | None = None,
+                run: str | Path | None = None) -> dict[str, Any]:
     """Flat key -> value for every field differing from the run's default config (identity
     fields excluded; `keys` restricts the comparison)."""
     flat = flatten(config)
-    default = default_config(config)
+    default = default_config(config, run)
     if default is None:  # compare the known ablation settings only
         default = dict(KNOWN_DEFAULTS)
         candidates = [k for k in flat if k in KNOWN_DEFAULTS]
@@ -288,7 +318,7 @@ def variant_label(variant: Sequence[tuple[str, Any]]) -> str:
 
 def _label_runs(runs: list[Run]) -> None:
     for run in runs:
-        diff = config_diff(run.config)
+        diff = config_diff(run.config, run=run.path)
         run.variant = tuple(sorted((k, v) for k, v in diff.items() if k not in SCALE_KEYS))
         scale_diff = {k: v for k, v in diff.items() if k in SCALE_KEYS and k not in ("preset", *BOOKKEEPING_KEYS)}
         parts = [str(run.config.get("preset", "?"))]
@@ -384,6 +414,10 @@ def _score_cells(groups: dict[Column, list[Run]]) -> tuple[list[tuple[str, str]]
             rows[r.dataset] = r.kind
         for ds, rs in by_ds.items():
             rs = sorted(rs, key=lambda r: r.seed)
+            for r in rs:
+                if not math.isfinite(r.final_score):
+                    warn(f"run {r.path}: final score {r.final_score} is not finite; left out of the cell "
+                         f"{col.label} / {ds} (listed under 'Left out' in report.md)")
             scores = [r.final_score for r in rs if math.isfinite(r.final_score)]
             seeds = [r.seed for r in rs if math.isfinite(r.final_score)]
             cells[(ds, col.label)] = {"scores": scores, "seeds": seeds}
@@ -559,7 +593,7 @@ def ablation_groups(groups: dict[Column, list[Run]]) -> dict[str, dict[Column, l
 
 
 def _default_value(key: str, runs: Sequence[Run]) -> Any:
-    default = default_config(runs[0].config) or {}
+    default = default_config(runs[0].config, runs[0].path) or {}
     if key in default:
         return default[key]
     return KNOWN_DEFAULTS.get(key, "default")

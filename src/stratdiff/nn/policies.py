@@ -32,17 +32,28 @@ def tanh_gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array):
 
 
 class TanhGaussianPolicy(nn.Module):
-    """MLP -> (mean, log_std) of a Gaussian squashed by tanh. Deterministic action: tanh(mean)."""
+    """MLP -> (mean, log_std) of a Gaussian squashed by tanh. Deterministic action: tanh(mean).
+
+    With `log_std_multiplier` and `log_std_offset` given, log_std = m * out + c with m and c
+    two learned scalars initialised to those values (CORL's and JaxCQL's Cal-QL policy: 1 and
+    -1, so the initial std is about e^-1 = 0.37); without them log_std is the MLP's output.
+    """
 
     hidden_dims: Sequence[int]
     action_dim: int
     orthogonal: bool = False
+    log_std_multiplier: float | None = None
+    log_std_offset: float | None = None
 
     @nn.compact
     def __call__(self, observations: jax.Array):
         out = MLP((*self.hidden_dims, 2 * self.action_dim), orthogonal=self.orthogonal,
                   final_scale=1e-2 if self.orthogonal else 1.0)(observations)
         mean, log_std = jnp.split(out, 2, axis=-1)
+        if self.log_std_multiplier is not None:
+            m = self.param("log_std_multiplier", nn.initializers.constant(self.log_std_multiplier), ())
+            c = self.param("log_std_offset", nn.initializers.constant(self.log_std_offset or 0.0), ())
+            log_std = m * log_std + c
         return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
 
 

@@ -50,6 +50,26 @@ def _build_stratdiff(context: dict[str, Any]):
 STRATIFIERS: dict[str, Callable[[dict[str, Any]], Any]] = {"none": _build_none, "stratdiff": _build_stratdiff}
 
 
+def _stratdiff_dataset_values(options, dataset_name, kind):
+    from stratdiff.stratify.stratdiff import dataset_values
+
+    return dataset_values(options, dataset_name, kind)
+
+
+# name -> (options, dataset name, task kind) -> (values, note): the values a stratifier takes per
+# dataset that the paper's tables do not give for this dataset, filled with the task kind's
+# defaults (the runner records them in config.json) and a line saying so; absent: none.
+DATASET_VALUES: dict[str, Callable[[dict[str, Any], str, str], tuple[dict[str, Any], str | None]]] = {
+    "stratdiff": _stratdiff_dataset_values}
+
+
+def dataset_values(name: str, options: dict[str, Any], dataset_name: str, kind: str):
+    """`DATASET_VALUES[name]`'s answer, or ({}, None) for a stratifier without per-dataset values."""
+    if name not in DATASET_VALUES:
+        return {}, None
+    return DATASET_VALUES[name](options, dataset_name, kind)
+
+
 def build(name: str, context: dict[str, Any]):
     if name not in STRATIFIERS:
         raise ValueError(f"unknown stratifier {name!r} (known: {', '.join(STRATIFIERS)})")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from stratdiff.data.buffers import n_offline
+
 SCORES = ("gaussian_fit", "fixed_sigma")
 
 
@@ -55,10 +57,11 @@ def alignment_score(kind: str, actions: jax.Array, guided: jax.Array, sigma0: fl
 
 
 def split_by_score(scores: jax.Array, rho: float) -> jax.Array:
-    """Sort the batch by score: the lowest round(ρ·N) samples are offline-like (b_off), the
-    rest online-like (b_on). Returns `online_like` (bool [N]); ties break by position."""
+    """Sort the batch by score: the lowest n_offline(N, ρ) samples (round(ρ·N), halves up, the
+    rule that sizes a batch's offline part) are offline-like (b_off), the rest online-like
+    (b_on). Returns `online_like` (bool [N]); ties break by position."""
     n = scores.shape[-1]
-    n_off = int(round(rho * n))
+    n_off = n_offline(n, rho)
     rank = jnp.argsort(jnp.argsort(scores, stable=True), stable=True)
     return rank >= n_off
 

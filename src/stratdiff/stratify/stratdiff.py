@@ -15,7 +15,10 @@ Online (`split`, inside jit, once per update call; Algorithm 1 lines 7-10):
   3. score every sample by Eq. 10 (`stratify.split`: `gaussian_fit` by default);
   4. sort: the lowest rho share is offline-like (b_off), the rest online-like (b_on); an
      optional exchange cap n_c (Table 7). `--no-stratification` keeps every sample in b_off
-     (the scores and exchange counts are still logged).
+     (the scores and the exchange counts the split would have made are still logged);
+     `--split-by-source` puts the offline buffer's samples in b_off and the online buffer's in
+     b_on (the scores are logged, the exchange count is 0 by construction). Both are readings
+     of Table 8's "w/o stratification" (docs/paper.md).
 Optionally `next_candidates` behaviour-model actions at s' join IQL's online max-target (Eq. 13).
 """
 
@@ -32,8 +35,10 @@ import numpy as np
 
 from stratdiff.diffusion import PRESETS as DIFFUSION_PRESETS
 from stratdiff.diffusion import (
+    TASK_KIND_DEFAULTS,
     BehaviourModel,
     SamplerConfig,
+    dataset_defaults,
     draw_support_actions,
     energy_update,
     energy_update_with_critic,
@@ -57,7 +62,9 @@ class StratDiffConfig:
     sigma0: float = 0.01  # width of the Gaussian read around a_i; small, so gaussian_fit ~ NLL of a_i under N(mu, sigma)
     guidance: bool = True  # False: unguided behaviour model, no energy (Figure 4, --no-energy)
     guidance_scale: float | None = None  # s of Eq. 9; None: Table 4's value for the dataset
+    num_support: int | None = None  # K support actions per state for CEP; None: Appendix B.3's (16 / 32 AntMaze)
     stratify: bool = True  # False: every sample offline-like (Table 8, --no-stratification)
+    split_by_source: bool = False  # True: strata = source buffers, no score split (Table 8, --split-by-source)
     exchange_cap: int | None = None  # n_c of Table 7: at most n_c samples cross each way
     online_energy_updates: bool = True  # CEP steps with the current critic during the online phase (line 8)
     energy_every: int = 1  # one CEP step every this many update calls (1: every call, as Algorithm 1)
@@ -75,6 +82,9 @@ class StratDiffConfig:
             raise ValueError(f"stratifier.exchange_cap must be >= 0, got {self.exchange_cap}")
         if self.energy_every < 1:
             raise ValueError(f"stratifier.energy_every must be >= 1, got {self.energy_every}")
+        if self.split_by_source and not self.stratify:
+            raise ValueError("stratifier.split_by_source and stratifier.stratify=false exclude each other "
+                             "(--split-by-source, --no-stratification: choose one)")
         if self.num_guided < 2 and self.score == "gaussian_fit":
             raise ValueError("stratifier.num_guided must be >= 2 for score=gaussian_fit")
 
@@ -161,9 +171,12 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
         scores = alignment_score(self.config.score, batch.actions.reshape(u * b, -1), guided,
                                  self.config.sigma0).reshape(u, b)
         from_online = batch.source == ONLINE
-        online_like = jax.vmap(lambda s: split_by_score(s, self.rho))(scores)
-        online_like = jax.vmap(lambda o, s, f: cap_exchange(o, s, f, self.config.exchange_cap))(
-            online_like, scores, from_online)
+        if self.config.split_by_source:
+            online_like = from_online
+        else:
+            online_like = jax.vmap(lambda s: split_by_score(s, self.rho))(scores)
+            online_like = jax.vmap(lambda o, s, f: cap_exchange(o, s, f, self.config.exchange_cap))(
+                online_like, scores, from_online)
         metrics.update({k: v / u for k, v in exchange_stats(online_like, from_online).items()})
         n_online = jnp.maximum(jnp.sum(from_online), 1)
         n_offline = jnp.maximum(jnp.sum(~from_online), 1)
@@ -223,23 +236,45 @@ def _pretrain(context: dict[str, Any], cfg: StratDiffConfig, model: BehaviourMod
     return model, np.asarray(obs[rows]), support, meta
 
 
+def dataset_values(options: dict[str, Any], dataset_name: str, kind: str) -> tuple[dict[str, Any], str | None]:
+    """The per-dataset values (Table 4's guidance scale s, Appendix B.3's K) for a dataset the
+    paper's table does not list, e.g. a user's own file: the task kind's defaults
+    (`TASK_KIND_DEFAULTS`) for the options left unset, and one line saying which values were
+    taken and why. ({}, None) for a listed dataset or when both are set."""
+    if dataset_defaults(dataset_name) is not None:
+        return {}, None
+    if kind not in TASK_KIND_DEFAULTS:
+        raise ValueError(f"no per-dataset defaults for task kind {kind!r} (known: {', '.join(TASK_KIND_DEFAULTS)})")
+    default = TASK_KIND_DEFAULTS[kind]
+    values = {k: getattr(default, k) for k in ("guidance_scale", "num_support") if options.get(k) is None}
+    if not values:
+        return {}, None
+    taken = ", ".join(f"{k}={v}" for k, v in values.items())
+    return values, (f"dataset {dataset_name!r} is not in the paper's Table 4: using the {kind} defaults "
+                    f"stratifier.{taken.replace(', ', ', stratifier.')} (the median of Table 4's {kind} "
+                    f"scales, Appendix B.3's K); set them with --set stratifier.guidance_scale=S")
+
+
 def build(context: dict[str, Any]) -> StratDiffStratifier:
     """Build (or, when RUN/behaviour exists, load) the stratifier for a run."""
     run = context["config"]
     scale = SCALE_DEFAULTS.get(run.preset, SCALE_DEFAULTS["cpu"])
     options = {**scale, **run.stratifier}
+    dataset, normalizer = context["dataset"], context["normalizer"]
+    name = dataset.info.name or run.dataset
+    values, note = dataset_values(options, name, context["task_kind"])  # the runner records them first
+    if note:
+        print(f"[stratdiff] {note}", flush=True)
+    options.update(values)
     try:
         cfg = StratDiffConfig(**options)
     except TypeError as e:
         names = ", ".join(f.name for f in dataclasses.fields(StratDiffConfig))
         raise ValueError(f"stratifier options: {e} (valid: {names})") from None
-    dataset, normalizer = context["dataset"], context["normalizer"]
     diff_cfg = DIFFUSION_PRESETS[run.preset] if run.preset in DIFFUSION_PRESETS else DIFFUSION_PRESETS["cpu"]
-    diff_cfg = dataclasses.replace(diff_cfg, train_steps=cfg.diffusion_steps, guidance_scale=cfg.guidance_scale)
-    diff_cfg = resolve_config(diff_cfg, dataset.info.name or run.dataset)
-    if diff_cfg.guidance_scale is None:
-        raise ValueError(f"no guidance scale known for dataset {dataset.info.name!r}: "
-                         "pass --set stratifier.guidance_scale=S")
+    diff_cfg = dataclasses.replace(diff_cfg, train_steps=cfg.diffusion_steps, guidance_scale=cfg.guidance_scale,
+                                   num_support=cfg.num_support)
+    diff_cfg = resolve_config(diff_cfg, name)
     sampler = diff_cfg.sampler if cfg.sampler_steps is None else dataclasses.replace(
         diff_cfg.sampler, steps=cfg.sampler_steps)
     folder = Path(context["out_dir"]) / "behaviour"
