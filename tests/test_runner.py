@@ -143,13 +143,23 @@ def test_reused_offline_phase_gives_the_run_it_would_have_computed(hopper_hdf5, 
     assert reused["final_score"] == own["final_score"]
     # rho only acts online: the donor's online rows differ from these
     assert deterministic_columns(read_rows(tmp_path / "donor" / "metrics.csv")) != own_rows
-    with pytest.raises(RunError, match="differs from this run's in offline_steps"):
+    with pytest.raises(RunError, match="differs from this run's in agent_resolved, offline_steps"):
         train(smoke_config(hopper_hdf5, offline_steps=80, reuse_offline_from=str(tmp_path / "donor")),
               tmp_path / "mismatch", progress=False)
     # no finished offline phase there (yet): the run computes it itself
     fallback = train(smoke_config(hopper_hdf5, rho=0.25, reuse_offline_from=str(tmp_path / "nothing")),
                      tmp_path / "fallback", progress=False)
     assert fallback["offline_phase_from"] is None and fallback["final_score"] == own["final_score"]
+    # an offline agent trained with other resolved agent settings (e.g. by code whose agent
+    # defaults have changed since) is refused by name, even though the run configs agree
+    meta_path = tmp_path / "donor" / "offline_agent.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["signature"]["agent_resolved"]["expectile"] == 0.7  # IQL's locomotion preset
+    meta["signature"]["agent_resolved"]["actor_lr_decay_steps"] = 0  # a constant actor rate
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(RunError, match="differs from this run's in agent_resolved"):
+        train(smoke_config(hopper_hdf5, rho=0.25, reuse_offline_from=str(tmp_path / "donor")),
+              tmp_path / "stale", progress=False)
 
 
 def test_task_kind_scales_and_offline_eval_schedule(hopper_hdf5, tmp_path):

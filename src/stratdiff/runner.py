@@ -73,10 +73,14 @@ OFFLINE_META_FIX = (f"delete it and {OFFLINE_AGENT} beside it (runs that would r
                     f"compute their own), or start that run over with --force")
 
 
-def offline_signature(cfg: RunConfig) -> dict[str, Any]:
-    """What determines a run's offline phase: its config less `ONLINE_ONLY_FIELDS`, plus the backbone."""
+def offline_signature(cfg: RunConfig, agent_config: Any) -> dict[str, Any]:
+    """What determines a run's offline phase: its config less `ONLINE_ONLY_FIELDS`, the backbone,
+    and the backbone's resolved config (every agent setting the run used, task-kind presets and
+    schedules included), so that an offline agent trained with other agent settings or by code
+    whose agent defaults have since changed is never taken over."""
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ONLINE_ONLY_FIELDS}
     d["backbone"] = METHODS[cfg.algo].agent
+    d["agent_resolved"] = dataclasses.asdict(agent_config)
     return json.loads(json.dumps(d))  # tuples -> lists, as read back from JSON
 
 
@@ -344,7 +348,7 @@ class Runner:
     def save_offline_agent(self) -> None:
         """Keep the offline phase's result for runs that reuse it (`reuse_offline_from`)."""
         checkpoint.save(self.out / OFFLINE_AGENT, {"agent": self.agent})
-        meta = {"signature": offline_signature(self.cfg), "dataset_fingerprint": self.data_fingerprint,
+        meta = {"signature": offline_signature(self.cfg, self.agent_config), "dataset_fingerprint": self.data_fingerprint,
                 "best_score": self.best_score, "last_score": self.last_score}
         checkpoint.atomic_write_bytes(self.out / OFFLINE_META, json.dumps(meta, indent=2).encode())
 
@@ -360,7 +364,7 @@ class Runner:
                   f"({OFFLINE_META}); running it here", flush=True)
             return False
         meta = runfiles.read_json(meta_path, OFFLINE_META_KEYS, OFFLINE_META_FIX)
-        mine = offline_signature(self.cfg)
+        mine = offline_signature(self.cfg, self.agent_config)
         differ = sorted(k for k in set(mine) | set(meta["signature"]) if mine.get(k) != meta["signature"].get(k))
         if differ:
             raise RunError(f"reuse_offline_from {donor}: its offline phase differs from this run's in "
