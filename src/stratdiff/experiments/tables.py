@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -112,6 +112,20 @@ def _render(header: list[str], body: list[list[str]], latex: bool, caption: str,
     return (f"{caption}\n\n" if caption else "") + "\n".join(lines) + "\n"
 
 
+def _dataset_rows(table: Table, datasets: Sequence[str], cell_text: Callable[[dict[str, Any] | None],
+                  tuple[str, float]], latex: bool) -> list[list[str]]:
+    """A row per dataset: `cell_text(cell)` -> (text, value) per column, the best finite value in bold
+    when there are several columns."""
+    rows = []
+    for ds in datasets:
+        texts = [cell_text(table.cells.get((ds, c))) for c in table.columns]
+        best = max(v for _, v in texts)
+        row = [_latex_escape(ds) if latex else ds]
+        row += [_bold(t, latex) if v == best and math.isfinite(v) and len(texts) > 1 else t for t, v in texts]
+        rows.append(row)
+    return rows
+
+
 def render_mean_table(table: Table, latex: bool = False) -> str:
     """Rows: datasets, then per task kind the sum of the column means (marked * when a
     dataset of that kind is missing in the column), and a grand total over kinds."""
@@ -122,12 +136,7 @@ def render_mean_table(table: Table, latex: bool = False) -> str:
     for kind in kinds:
         rules.append(len(body))
         kind_rows = [d for d, k in table.rows if k == kind]
-        for ds in kind_rows:
-            texts = [_mean_cell(table.cells.get((ds, c)), max_n, latex) for c in table.columns]
-            best = max(v for _, v in texts)
-            row = [_latex_escape(ds) if latex else ds]
-            row += [_bold(t, latex) if v == best and math.isfinite(v) and len(texts) > 1 else t for t, v in texts]
-            body.append(row)
+        body += _dataset_rows(table, kind_rows, lambda cell: _mean_cell(cell, max_n, latex), latex)
         tot_row = [f"total ({KIND_TITLES[kind]})"]
         for c in table.columns:
             means = [stats.mean_std(table.cells[(d, c)]["scores"])[0] for d in kind_rows
@@ -161,12 +170,7 @@ def render_iqm_table(table: Table, reps: int, seed: int, confidence: float = 0.9
     for kind in kinds:
         rules.append(len(body))
         kind_rows = [d for d, k in table.rows if k == kind]
-        for ds in kind_rows:
-            texts = [_iqm_cell(table.cells.get((ds, c)), reps, seed, latex) for c in table.columns]
-            best = max(v for _, v in texts)
-            row = [_latex_escape(ds) if latex else ds]
-            row += [_bold(t, latex) if v == best and math.isfinite(v) and len(texts) > 1 else t for t, v in texts]
-            body.append(row)
+        body += _dataset_rows(table, kind_rows, lambda cell: _iqm_cell(cell, reps, seed, latex), latex)
         agg = [f"IQM, all {KIND_TITLES[kind]} runs"]
         for c in table.columns:
             strata = list(table.column_scores(c, kind).values())
