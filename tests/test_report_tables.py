@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stratdiff.experiments import report, stats
+from stratdiff.experiments import figures, report, stats
+from stratdiff.experiments import runs as run_folders
 from stratdiff.methods import resolve_config
 
 
@@ -178,11 +179,11 @@ def test_rliable_aggregates_profiles_and_improvement(built):
 
 
 def test_curve_aggregation_and_online_steps(runs_root):
-    x, mean, std, n = report.aggregate_curve([(np.array([0, 10]), np.array([1.0, 3.0])),
-                                              (np.array([0, 10, 20]), np.array([3.0, 5.0, 7.0]))])
+    x, mean, std, n = figures.aggregate_curve([(np.array([0, 10]), np.array([1.0, 3.0])),
+                                               (np.array([0, 10, 20]), np.array([3.0, 5.0, 7.0]))])
     assert x.tolist() == [0, 10, 20] and mean.tolist() == [2.0, 4.0, 7.0] and n.tolist() == [2, 2, 1]
     assert std[:2] == pytest.approx([math.sqrt(2)] * 2) and std[2] == 0.0
-    runs = {(r.algo, r.dataset, r.seed, r.finished): r for r in report.find_runs(runs_root)}
+    runs = {(r.algo, r.dataset, r.seed, r.finished): r for r in run_folders.find_runs(runs_root)}
     xs, ys = runs[("iql", "hopper-medium-v2", 2, True)].online_series("eval/score")
     assert xs.tolist() == [0, 50, 100, 150, 200] and ys.tolist() == [30.0, 37.5, 45.0, 52.5, 60.0]
 
@@ -191,11 +192,11 @@ def test_variant_labels_and_scale(tmp_path):
     write_run(tmp_path / "a", "stratdiff-iql", *HOP, 0, 1.0, overrides={
         "agent.online_value_loss": "linear", "stratifier.exchange_cap": 8, "online_steps": 400})
     write_run(tmp_path / "b", "stratdiff-iql", *HOP, 0, 1.0, overrides={"stratifier.stratify": False})
-    runs = {r.path.name: r for r in report.find_runs(tmp_path)}
-    assert report.variant_label(runs["a"].variant) == "w/o expectile (Eq. 14 literal), n_c=8"
+    runs = {r.path.name: r for r in run_folders.find_runs(tmp_path)}
+    assert run_folders.variant_label(runs["a"].variant) == "w/o expectile (Eq. 14 literal), n_c=8"
     assert runs["a"].scale == "smoke, 200+400 steps" and runs["b"].scale == "smoke"
-    assert report.variant_label(runs["b"].variant) == "w/o stratification"
-    cols = [c.label for c in report._columns(list(runs.values()))]
+    assert run_folders.variant_label(runs["b"].variant) == "w/o stratification"
+    cols = [c.label for c in run_folders.group_columns(list(runs.values()))]
     assert "stratdiff-iql [w/o stratification] (smoke)" in cols
 
 
@@ -230,16 +231,16 @@ def test_cli(runs_root, tmp_path, capsys):
 
 
 def test_curves_panel_title_names_seed_counts_per_column():
-    iql = report.Column("iql", (), "cpu", "IQL")
-    strat = report.Column("stratdiff-iql", (), "cpu", "StratDiff-IQL")
+    iql = run_folders.Column("iql", (), "cpu", "IQL")
+    strat = run_folders.Column("stratdiff-iql", (), "cpu", "StratDiff-IQL")
     series = (np.array([1.0]), np.array([2.0]))
-    assert report.panel_title("hopper", {(iql, 0): [series] * 3, (strat, 0): [series] * 3}) == "hopper  (3 seeds)"
-    assert report.panel_title("hopper", {(iql, 0): [series]}) == "hopper  (1 seed)"
+    assert figures.panel_title("hopper", {(iql, 0): [series] * 3, (strat, 0): [series] * 3}) == "hopper  (3 seeds)"
+    assert figures.panel_title("hopper", {(iql, 0): [series]}) == "hopper  (1 seed)"
     # different counts: each column's own, not the largest for all
-    assert report.panel_title("walker", {(iql, 0): [series] * 3, (strat, 0): [series]}) == \
+    assert figures.panel_title("walker", {(iql, 0): [series] * 3, (strat, 0): [series]}) == \
         "walker  (seeds: IQL 3, StratDiff-IQL 1)"
     long = "walker2d-medium-replay-v5"
-    assert report.panel_title(long, {(iql, 0): [series] * 3, (strat, 0): [series]}) == \
+    assert figures.panel_title(long, {(iql, 0): [series] * 3, (strat, 0): [series]}) == \
         long + "\n(seeds: IQL 3, StratDiff-IQL 1)"
 
 
@@ -259,8 +260,8 @@ def test_unknown_env_unresolvable_config_and_nonfinite_score_are_said_by_run(tmp
     odd = write_run(tmp_path / "runs" / "odd", "iql", *HOP, 2, 50.0)
     config = json.loads((odd / "config.json").read_text())
     (odd / "config.json").write_text(json.dumps({**config, "env": "NoSuchEnv-v0", "algo": "my-method"}))
-    report._WARNED.clear()
-    report._DEFAULTS_CACHE.clear()
+    run_folders._WARNED.clear()
+    run_folders._DEFAULTS_CACHE.clear()
     md = report.write_report(tmp_path / "runs", tmp_path / "out", reps=50).read_text()
     err = capsys.readouterr().err
     assert f"run {odd}: environment 'NoSuchEnv-v0' has no EnvSpec" in err and "reported under 'other'" in err
