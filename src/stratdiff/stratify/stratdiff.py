@@ -32,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from stratdiff.diffusion import PRESETS as DIFFUSION_PRESETS
+from stratdiff.data.buffers import n_offline
 from stratdiff.diffusion import (
     BehaviourModel,
     SamplerConfig,
@@ -121,6 +122,16 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
                                             energy_step=jnp.asarray(state["energy_step"])),
                             calls=jnp.asarray(state["calls"]),
                             energy_info={k: jnp.asarray(v) for k, v in state["energy_info"].items()})
+
+    def offline_rows(self, batch_size: int) -> int | None:
+        """A bound on the offline-like samples per step: the sorted split places round(rho * B)
+        there and the exchange cap keeps the count between that and the batch's offline share
+        (None without stratification: every sample is offline-like)."""
+        if not self.config.stratify:
+            return None
+        with jax.ensure_compile_time_eval():
+            n_split = int(jnp.sum(~split_by_score(jnp.zeros((batch_size,)), self.rho)))
+        return max(n_split, n_offline(batch_size, self.rho))
 
     # ---- Algorithm 1, lines 7-10
     def guided_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
