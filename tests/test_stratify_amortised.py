@@ -5,6 +5,7 @@ checkpoint; a StratDiff-IQL smoke run with it resumes to the same numbers."""
 from __future__ import annotations
 
 import csv
+import json
 
 import jax
 import jax.numpy as jnp
@@ -152,3 +153,11 @@ def test_stratdiff_iql_amortised_smoke_run_resumes_to_the_same_numbers(hopper_hd
     assert rows("killed") == rows("full")
     assert "strat/amortised_nll" in rows("full")[-1]
     assert resumed["final_score"] == full["final_score"]
+    # the split agreement reports the run's amortised score beside the exact default redrawn
+    from stratdiff.commands.diffusion_similarity import main as similarity
+    from stratdiff.stratify.diagnostics import AMORTISED_VARIANT
+
+    assert similarity([str(tmp_path / "full"), "--states", "32", "--batches", "1"]) == 0
+    agreement = json.loads((tmp_path / "full" / "similarity.json").read_text())["split_agreement"]
+    assert 0.0 <= agreement[AMORTISED_VARIANT] <= 1.0 and agreement["samples"] == 32
+    assert "gaussian_fit M=8, 15 steps, other noise" in agreement

@@ -181,3 +181,17 @@ def test_smoke_run_end_to_end(algo, hopper_hdf5, tmp_path):
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("strat/exchange", "strat/score_online_mean", "frac_online_like"):
         assert key in header, key
+
+
+def test_offline_rows_bounds_the_offline_like_count(toy):
+    """The static bound the runner hands Cal-QL: the split's round(rho * B), or the batch's offline
+    share when the two roundings differ (the exchange cap keeps the count between them)."""
+    model, agent, obs = toy
+    strat = make_stratifier(model, obs, 1.0)
+    assert strat.offline_rows(2 * N) == N
+    assert strat.replace(rho=0.5).offline_rows(5) == 3  # round(2.5) = 2 in the split, 3 in the batch
+    assert make_stratifier(model, obs, 1.0, stratify=False).offline_rows(2 * N) is None
+    _, online_like, _, _ = jax.jit(lambda s, a, b, k: s.split(a, b, k))(
+        make_stratifier(model, obs, 1.0, exchange_cap=3), agent, toy_batch(jax.random.PRNGKey(9)),
+        jax.random.PRNGKey(10))
+    assert int(jnp.sum(~online_like)) <= strat.offline_rows(2 * N)
