@@ -10,7 +10,8 @@ restores the saved state against `state_dict()`'s structure before passing it in
 `online_like=None` means every sample is offline-like, i.e. the backbone's base
 losses. `stratifier.offline_rows(batch_size)` is a static bound on the number of
 offline-like samples per step (None: no bound); the runner passes it on to the agent's
-update as `offline_rows` (Cal-QL computes its regulariser on those rows only). Stratifiers are built by `build(name, context)` after the offline phase.
+update as `offline_rows` (Cal-QL computes its regulariser on those rows only).
+Stratifiers are built by `build(name, context)` after the offline phase.
 """
 
 from __future__ import annotations

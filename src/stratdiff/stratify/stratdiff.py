@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from stratdiff.diffusion import PRESETS as DIFFUSION_PRESETS
 from stratdiff.checkpoint import atomic_write_bytes
 from stratdiff.data.buffers import n_offline
+from stratdiff.diffusion import PRESETS as DIFFUSION_PRESETS
 from stratdiff.diffusion import (
     BehaviourModel,
     SamplerConfig,
