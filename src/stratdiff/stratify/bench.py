@@ -123,16 +123,42 @@ class FixedSplit(NoStratifier):
         return batch_size - batch_size // 2  # _batch: the first half offline
 
 
+def amortised_gflop(strat: StratDiffStratifier) -> dict[str, float]:
+    """XLA's flop count of what the amortised score adds to one online update: g's training
+    samples (averaged over `amortised_every`), g's forward pass on the batch, and the CEP step
+    averaged over `energy_every`."""
+    cfg, obs, key = strat.config, jnp.zeros((BATCH, OBS)), jax.random.PRNGKey(0)
+    one_step = dataclasses.replace(strat.amortised_sampler, steps=1, order=1)
+    draw = jax.jit(lambda m, o, k: sample(m, o, k, strat.guidance_scale, num_samples=cfg.amortised_samples,
+                                          sampler=one_step))
+    samples = strat.amortised_sampler.steps * xla_gflop(draw, strat.model, obs[:cfg.amortised_states], key)
+    forward = xla_gflop(jax.jit(lambda g, o: g.mean_std(o)), strat.amortised, obs)
+    cep = stratifier_gflop(strat)["cep_gflop_per_call"]
+    return {"g_samples_gflop_per_call": samples / cfg.amortised_every, "g_forward_gflop": forward,
+            "cep_gflop_per_call": cep}
+
+
+def stratified_update_gflop(agent) -> float:
+    """XLA's flop count of the backbone's stratified update (FixedSplit's strata)."""
+    batch = _batch(jax.random.PRNGKey(0))
+    rows = FixedSplit().offline_rows(BATCH)
+    return xla_gflop(jax.jit(lambda a, b: a.update(b, b.source == ONLINE, None, offline_rows=rows)), agent, batch)
+
+
 def bench_with_amortised(seconds: float = 10.0) -> dict[str, float]:
     """`bench_online_step`, plus each backbone's stratified update without a stratifier and with
     the amortised score at the `cpu` and `paper` settings; ratios to the backbone alone
     (`..._ratio`) and to the stratified update (`..._ratio_to_stratified`)."""
     out = bench_online_step(seconds)
+    for scale in ("cpu", "paper"):
+        out |= {f"amortised_{scale}_settings_{k}": v
+                for k, v in amortised_gflop(_stratifier(scale, score="amortised")).items()}
     for name in ("iql", "calql"):
         cls = AGENTS[name]
         agent = cls.create(jax.random.PRNGKey(0), OBS, ACT, make_config(cls, "locomotion"))
         base = out[f"{name}_ms"]
         stratified = _time(agent, FixedSplit(), seconds)
+        out[f"{name}_stratified_update_gflop"] = stratified_update_gflop(agent)
         out[f"{name}_stratified_update_ms"] = stratified
         out[f"{name}_stratified_update_ratio"] = stratified / base
         for scale in ("cpu", "paper"):
