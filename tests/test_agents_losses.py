@@ -253,6 +253,28 @@ def test_calql_update_feeds_the_batch_mc_returns_to_the_bound():
     np.testing.assert_allclose(plain.update(batch)[1]["cql_diff"], plain.update(high)[1]["cql_diff"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("lagrange", [False, True])
+def test_calql_gathered_regulariser_equals_masked_form(lagrange):
+    """offline_rows=k computes the regulariser on k gathered rows: the same losses, metrics
+    and updated parameters as the masked form to float rounding (same sampled actions); a
+    bound above the count still matches; a bound below it gives a NaN loss, not a wrong one."""
+    agent = _calql(cql_lagrange=lagrange, cql_target_action_gap=0.8)
+    u_batch = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x[:, ::-1]]), _batch(jax.random.PRNGKey(7)))
+    online_like = jnp.stack([jnp.arange(B) % 3 == 0, jnp.arange(B) >= 5])  # 5 and 5 offline-like of 8
+    new_mask, m_mask = agent.update(u_batch, online_like)
+    for k in (5, 6):
+        new_k, m_k = agent.update(u_batch, online_like, offline_rows=k)
+        for key in ("critic_loss", "td_loss", "cql_loss", "cql_diff", "alpha_prime_loss", "actor_loss"):
+            np.testing.assert_allclose(m_k[key], m_mask[key], rtol=2e-6, atol=1e-7, err_msg=key)
+        assert float(m_mask["cql_diff"]) != 0.0
+        for a, b in zip(jax.tree_util.tree_leaves(new_k.critic_params),
+                        jax.tree_util.tree_leaves(new_mask.critic_params), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(new_k.log_alpha_prime, new_mask.log_alpha_prime, rtol=1e-6)
+    _, m_short = agent.update(u_batch, online_like, offline_rows=4)
+    assert math.isnan(float(m_short["cql_loss"]))
+
+
 def test_calql_lagrange_moves_alpha_prime_towards_the_gap():
     agent = _calql(cql_lagrange=True, cql_target_action_gap=1e6)  # regulariser far below the gap
     new, m = agent.update(_batch(jax.random.PRNGKey(6)))

@@ -223,3 +223,17 @@ def test_any_dataset_name_takes_the_task_kind_defaults(hopper_hdf5, tmp_path):
     assert json.loads((out / "behaviour" / "config.json").read_text())["config"]["num_support"] == 16
     again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_offline_rows_bounds_the_offline_like_count(toy):
+    """The static bound the runner hands Cal-QL: the number of offline-like rows, round(rho * B)
+    halves up, the batch's offline share (the exchange cap keeps the count there)."""
+    model, agent, obs = toy
+    strat = make_stratifier(model, obs, 1.0)
+    assert strat.offline_rows(2 * N) == N
+    assert strat.replace(rho=0.5).offline_rows(5) == 3  # 2.5 rounds up, in the split as in the batch
+    assert make_stratifier(model, obs, 1.0, stratify=False).offline_rows(2 * N) is None
+    _, online_like, _, _ = jax.jit(lambda s, a, b, k: s.split(a, b, k))(
+        make_stratifier(model, obs, 1.0, exchange_cap=3), agent, toy_batch(jax.random.PRNGKey(9)),
+        jax.random.PRNGKey(10))
+    assert int(jnp.sum(~online_like)) <= strat.offline_rows(2 * N)

@@ -123,7 +123,9 @@ def _offline_chunk(agent, buffer, key, n: int, batch_size: int):
 def _online_update(agent, stratifier, batch, key):
     """Algorithm 1 lines 7-12: split the batch (stratifier), then the backbone's update."""
     stratifier, online_like, next_candidates, s_metrics = stratifier.split(agent, batch, key)
-    agent, metrics = agent.update(batch, online_like, next_candidates)
+    rows = stratifier.offline_rows(batch.actions.shape[1])
+    agent, metrics = agent.update(batch, online_like, next_candidates,
+                                  **({} if rows is None else {"offline_rows": rows}))
     return agent, stratifier, {**metrics, **s_metrics}
 
 

@@ -23,6 +23,11 @@ critic ensemble on a stacked [B, 1 + 3N, act_dim] action array.
 StratDiff (paper Eq. 11): the TD loss runs on the whole batch; the (calibrated) CQL
 regulariser is averaged over the offline-like samples only (weight 0 on online-like ones,
 0 when the batch has none). Base Cal-QL is the same code with every sample offline-like.
+With `offline_rows=k` (a static bound on the offline-like count, which the stratifier knows:
+round(rho * B)), the 3N sampled actions go through the critics only for k gathered rows
+(the offline-like ones first), and the regulariser is their weighted mean: the same loss to
+float rounding as the masked form, at about k / B of its flops. `q_pi_mean` and
+`bound_rate` are then means over those offline-like rows.
 """
 
 from __future__ import annotations
@@ -193,15 +198,23 @@ class CalQL(flax.struct.PyTreeNode):
             config=config,
         )
 
-    @jax.jit
+    @partial(jax.jit, static_argnames="offline_rows")
     def update(self, batch: Batch, online_like: jax.Array | None = None,
-               next_candidates: jax.Array | None = None) -> tuple[CalQL, Metrics]:
+               next_candidates: jax.Array | None = None,
+               offline_rows: int | None = None) -> tuple[CalQL, Metrics]:
         """U = batch.observations.shape[0] gradient steps (module docstring).
 
         `next_candidates` is accepted for interface compatibility and unused (Cal-QL's
-        TD target samples its own pi(s') actions)."""
+        TD target samples its own pi(s') actions). `offline_rows` (with `online_like`): at
+        most this many samples per step are offline-like; the regulariser is computed on
+        that many gathered rows only (module docstring)."""
         check_update_inputs("CalQL", batch, online_like, next_candidates, self.obs_dim, self.act_dim)
-        return run_utd(_update_step, self, batch, online_like, None)
+        if offline_rows is not None and not 0 <= offline_rows <= batch.actions.shape[1]:
+            raise ValueError(f"CalQL.update: offline_rows must be in [0, {batch.actions.shape[1]}], "
+                             f"got {offline_rows}")
+        step = _update_step if online_like is None or offline_rows is None else partial(
+            _update_step, offline_rows=offline_rows)
+        return run_utd(step, self, batch, online_like, None)
 
     @partial(jax.jit, static_argnames="deterministic")
     def act(self, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
@@ -219,8 +232,17 @@ class CalQL(flax.struct.PyTreeNode):
         return critic.apply(self.critic_params, observations, actions).min(0)
 
 
-def _update_step(agent: CalQL, batch: Batch, online_like, _unused) -> tuple[CalQL, Metrics]:
-    """One Cal-QL gradient step on a [B, ...] batch (Eq. 11 when online_like is given)."""
+def offline_like_rows(online_like: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """The first k rows in offline-like-first order, and which of them are offline-like:
+    ([k] int indices, [k] bool). Every offline-like row is among them when there are <= k."""
+    rows = jnp.argsort(online_like, stable=True)[:k]
+    return rows, ~online_like[rows]
+
+
+def _update_step(agent: CalQL, batch: Batch, online_like, _unused,
+                 offline_rows: int | None = None) -> tuple[CalQL, Metrics]:
+    """One Cal-QL gradient step on a [B, ...] batch (Eq. 11 when online_like is given;
+    with `offline_rows` the regulariser runs on the gathered offline-like rows only)."""
     cfg = agent.config
     critic, actor = _networks(cfg, agent.act_dim)
     actor_tx, critic_tx, alpha_tx, alpha_prime_tx = _optimizers(cfg)
@@ -261,24 +283,39 @@ def _update_step(agent: CalQL, batch: Batch, online_like, _unused) -> tuple[CalQ
     pi_logp, next_pi_logp = jax.lax.stop_gradient(pi_logp), jax.lax.stop_gradient(next_pi_logp)
     alpha_prime = jnp.clip(jnp.exp(agent.log_alpha_prime), 0.0, 1e6)
     offline_like = None if online_like is None else ~online_like
+    if offline_rows is not None:  # the regulariser's rows: gathered, with their stratum as weight
+        rows, row_weight = offline_like_rows(online_like, offline_rows)
 
     def critic_loss_fn(params):
-        q_all = _q_many(critic, params, obs, stacked)  # [E, B, 1 + 3N], one call
-        q_data = q_all[..., 0]
-        q_rand, q_next_pi, q_pi = q_all[..., 1:1 + n], q_all[..., 1 + n:1 + 2 * n], q_all[..., 1 + 2 * n:]
+        mc = batch.mc_returns
+        if offline_rows is None:
+            q_all = _q_many(critic, params, obs, stacked)  # [E, B, 1 + 3N], one call
+            q_data = q_data_reg = q_all[..., 0]
+            q_sampled = q_all[..., 1:]
+            logp_next, logp_pi = next_pi_logp, pi_logp
+        else:
+            q_data = critic.apply(params, obs, act)  # [E, B]
+            q_data_reg = q_data[:, rows]
+            q_sampled = _q_many(critic, params, obs[rows], stacked[rows, 1:])  # [E, k, 3N]
+            logp_next, logp_pi, mc = next_pi_logp[rows], pi_logp[rows], mc[rows]
+        q_rand, q_next_pi, q_pi = q_sampled[..., :n], q_sampled[..., n:2 * n], q_sampled[..., 2 * n:]
         td_per = (q_data - td_target) ** 2  # [E, B]
         td_loss = td_per.mean(-1).sum()
-        reg = cql_regulariser(q_data, q_rand, q_next_pi, next_pi_logp, q_pi, pi_logp, batch.mc_returns, a_dim,
+        reg = cql_regulariser(q_data_reg, q_rand, q_next_pi, logp_next, q_pi, logp_pi, mc, a_dim,
                               cfg.cql_temperature, cfg.cql_importance_sample, cfg.calibration,
-                              cfg.cql_clip_diff_min, cfg.cql_clip_diff_max)  # [E, B]
-        cql_diff = reg.mean(-1) if offline_like is None else masked_mean(reg, offline_like[None], axis=-1)  # [E]
+                              cfg.cql_clip_diff_min, cfg.cql_clip_diff_max)  # [E, B] (gathered: [E, k])
+        if offline_rows is not None:  # NaN (caught by the runner) if the bound k was wrong
+            cql_diff = jnp.where(jnp.sum(offline_like) > offline_rows, jnp.nan,
+                                 masked_mean(reg, row_weight[None], axis=-1))  # [E]
+        else:
+            cql_diff = reg.mean(-1) if offline_like is None else masked_mean(reg, offline_like[None], axis=-1)
         if cfg.cql_lagrange:
             cql_loss = jnp.sum(jax.lax.stop_gradient(alpha_prime) * cfg.cql_alpha
                                * (cql_diff - cfg.cql_target_action_gap))
         else:
             cql_loss = jnp.sum(cfg.cql_alpha * cql_diff)
         aux = {"td_per": td_per.sum(0), "td_loss": td_loss, "cql_loss": cql_loss, "cql_diff": cql_diff,
-               "q_data": q_data, "q_pi": q_pi}
+               "q_data": q_data, "q_pi": q_pi, "mc": mc}
         return td_loss + cql_loss, aux
 
     (critic_loss, aux), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(agent.critic_params)
@@ -316,9 +353,11 @@ def _update_step(agent: CalQL, batch: Batch, online_like, _unused) -> tuple[CalQ
         "cql_loss": aux["cql_loss"],
         "cql_diff": aux["cql_diff"].mean(),
         "q_mean": aux["q_data"].mean(),
-        "q_pi_mean": aux["q_pi"].mean(),
+        "q_pi_mean": aux["q_pi"].mean() if offline_rows is None else masked_mean(
+            aux["q_pi"].mean((0, 2)), row_weight),
         "target_q_mean": target_q.mean(),
-        "bound_rate": jnp.mean(aux["q_pi"] < batch.mc_returns[:, None]),
+        "bound_rate": jnp.mean(aux["q_pi"] < aux["mc"][:, None]) if offline_rows is None else masked_mean(
+            jnp.mean(aux["q_pi"] < aux["mc"][:, None], axis=(0, 2)), row_weight),
         "actor_loss": actor_loss,
         "entropy": -logp.mean(),
         "alpha": alpha,

@@ -212,10 +212,11 @@ class IQL(flax.struct.PyTreeNode):
             config=config,
         )
 
-    @jax.jit
+    @partial(jax.jit, static_argnames="offline_rows")
     def update(self, batch: Batch, online_like: jax.Array | None = None,
-               next_candidates: jax.Array | None = None) -> tuple[IQL, Metrics]:
-        """U = batch.observations.shape[0] gradient steps (see the module docstring)."""
+               next_candidates: jax.Array | None = None, offline_rows: int | None = None) -> tuple[IQL, Metrics]:
+        """U = batch.observations.shape[0] gradient steps (see the module docstring).
+        `offline_rows` is unused (IQL's losses cost the same on every row)."""
         check_update_inputs("IQL", batch, online_like, next_candidates, self.obs_dim, self.act_dim)
         return run_utd(_update_step, self, batch, online_like, next_candidates)
 

@@ -16,7 +16,8 @@ import tyro
 class SimilarityArgs:
     """On dataset states: distance of the offline policy's, the diffusion model's and the guided
     model's actions to the dataset's actions (Figure 2); and the split agreement of cheaper
-    Eq. 10 settings with the default (gaussian_fit, M = 8, 15 solver steps)."""
+    Eq. 10 settings (and, on runs with stratifier.score=amortised, the amortised score) with
+    the default (gaussian_fit, M = 8, 15 solver steps)."""
 
     run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
     """A `stratdiff train` folder of a stratdiff-* method (its checkpoint and behaviour/)."""

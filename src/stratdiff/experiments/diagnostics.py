@@ -2,8 +2,9 @@
 
 - `figure2`: the paper's Figure 2. On dataset states, how close to the dataset actions are the
   offline policy's actions, the behaviour diffusion model's and the guided model's.
-- `split_agreement`: how often cheaper score settings (fewer solver steps, one guided sample)
-  place a sample in the same stratum as the default (gaussian_fit, M = 8, 15 solver steps).
+- `split_agreement`: how often cheaper score settings (fewer solver steps, one guided sample,
+  and on runs with `stratifier.score=amortised` the amortised score) place a sample in the same
+  stratum as the default (gaussian_fit, M = 8, 15 solver steps).
   The checks use mixed batches of the run's own offline data and online buffer.
 """
 
@@ -77,6 +78,7 @@ def split_agreement(runner, batches: int, key: jax.Array, energy_lags: tuple[int
     variants = {name: (strat.replace(config=dataclasses.replace(base, score=score, num_guided=max(m, 2)),
                                      sampler=dataclasses.replace(strat.sampler, steps=steps)), noise)
                 for name, (score, m, steps, noise) in SPLIT_VARIANTS.items()}
+    variants |= amortised_variants(strat, base)
     reference = next(iter(variants.values()))[0]
     if strat.guidance_scale is not None and strat.config.online_energy_updates:
         ahead = reference
@@ -97,6 +99,17 @@ def split_agreement(runner, batches: int, key: jax.Array, energy_lags: tuple[int
     ref = np.concatenate(splits[next(iter(variants))])
     return {name: float(np.mean(np.concatenate(s) == ref)) for name, s in splits.items()} | {
         "samples": int(ref.size), "online_buffer": len(runner.online)}
+
+
+AMORTISED_VARIANT = "amortised (g of the run)"
+
+
+def amortised_variants(strat, base) -> dict[str, tuple[Any, str]]:
+    """The run's amortised score g as a split variant, on runs that have one: the split it makes
+    at its next update call (one online step of g on fresh guided samples, then g's Gaussian)."""
+    if getattr(strat, "amortised", None) is None:
+        return {}
+    return {AMORTISED_VARIANT: (strat.replace(config=dataclasses.replace(base, score="amortised")), "same")}
 
 
 @jax.jit

@@ -8,7 +8,10 @@ called inside jit once per online update call (`batch` has a leading UTD axis), 
 `state_dict()` / `load_state_dict(state)` for what changes online (checkpoints; the runner
 restores the saved state against `state_dict()`'s structure before passing it in).
 `online_like=None` means every sample is offline-like, i.e. the backbone's base
-losses. Stratifiers are built by `build(name, context)` after the offline phase.
+losses. `stratifier.offline_rows(batch_size)` is a static bound on the number of
+offline-like samples per step (None: no bound); the runner passes it on to the agent's
+update as `offline_rows` (Cal-QL computes its regulariser on those rows only).
+Stratifiers are built by `build(name, context)` after the offline phase.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ class NoStratifier(flax.struct.PyTreeNode):
     def split(self, agent, batch, key):
         del agent, batch, key
         return self, None, None, {}
+
+    def offline_rows(self, batch_size: int) -> None:
+        del batch_size
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -35,6 +35,12 @@ def score_fixed_sigma(actions: jax.Array, guided: jax.Array, sigma0: float) -> j
     return jnp.sum((actions - guided) ** 2, axis=-1) / (2.0 * sigma0**2)
 
 
+def score_gaussian(actions: jax.Array, mean: jax.Array, std: jax.Array, sigma0: float) -> jax.Array:
+    """Eq. 10 as KL(N(a, σ0² I) || N(mean, diag std²)), summed over the action dimensions."""
+    kl = jnp.log(std / sigma0) + (sigma0**2 + (actions - mean) ** 2) / (2.0 * std**2) - 0.5
+    return jnp.sum(kl, axis=-1)
+
+
 def score_gaussian_fit(actions: jax.Array, guided: jax.Array, sigma0: float,
                        min_std: float = 1e-2) -> jax.Array:
     """Eq. 10 as KL(N(a, σ0² I) || N(μ̂, diag σ̂²)) with μ̂, σ̂ fitted to `guided` [B, M, A].
@@ -43,8 +49,7 @@ def score_gaussian_fit(actions: jax.Array, guided: jax.Array, sigma0: float,
     """
     mean = jnp.mean(guided, axis=-2)
     std = jnp.maximum(jnp.std(guided, axis=-2), min_std)
-    kl = jnp.log(std / sigma0) + (sigma0**2 + (actions - mean) ** 2) / (2.0 * std**2) - 0.5
-    return jnp.sum(kl, axis=-1)
+    return score_gaussian(actions, mean, std, sigma0)
 
 
 def alignment_score(kind: str, actions: jax.Array, guided: jax.Array, sigma0: float) -> jax.Array:

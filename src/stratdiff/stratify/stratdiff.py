@@ -12,7 +12,10 @@ Online (`split`, inside jit, once per update call; Algorithm 1 lines 7-10):
      with their support actions (our choice: the paper does not say which states; support
      actions exist for dataset states, and online states would need K fresh samples each);
   2. draw M energy-guided actions per batch state (Eq. 8-9; `--no-energy`: unguided);
-  3. score every sample by Eq. 10 (`stratify.split`: `gaussian_fit` by default);
+  3. score every sample by Eq. 10 (`stratify.split`: `gaussian_fit` by default; `amortised`:
+     the Gaussian of Eq. 10 from a learned network instead of M guided samples, this
+     project's choice, see `stratify.amortised`; it takes one training step on guided samples
+     for a few batch states per call, after the CEP step);
   4. sort: the lowest rho share is offline-like (b_off), the rest online-like (b_on); an
      optional exchange cap n_c (Table 7). `--no-stratification` keeps every sample in b_off
      (the scores and the exchange counts the split would have made are still logged);
@@ -25,14 +28,18 @@ Optionally `next_candidates` behaviour-model actions at s' join IQL's online max
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
+import flax.serialization
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stratdiff.checkpoint import atomic_write_bytes
+from stratdiff.data.buffers import n_offline
 from stratdiff.diffusion import PRESETS as DIFFUSION_PRESETS
 from stratdiff.diffusion import (
     TASK_KIND_DEFAULTS,
@@ -49,7 +56,16 @@ from stratdiff.diffusion import (
     train_steps,
 )
 from stratdiff.progress import progress_bar
-from stratdiff.stratify.split import SCORES, alignment_score, cap_exchange, exchange_stats, split_by_score
+from stratdiff.stratify import amortised as amortised_score
+from stratdiff.stratify.amortised import AmortisedScore
+from stratdiff.stratify.split import (
+    SCORES,
+    alignment_score,
+    cap_exchange,
+    exchange_stats,
+    score_gaussian,
+    split_by_score,
+)
 from stratdiff.types import ONLINE
 
 
@@ -57,7 +73,7 @@ from stratdiff.types import ONLINE
 class StratDiffConfig:
     """The stratifier's options (`--set stratifier.FIELD=VALUE`); None fields come from the scale preset."""
 
-    score: str = "gaussian_fit"  # Eq. 10 form: gaussian_fit (M guided samples) or fixed_sigma (one)
+    score: str = "gaussian_fit"  # Eq. 10 form: gaussian_fit (M guided samples), fixed_sigma (one), amortised
     num_guided: int = 8  # M guided actions per state for gaussian_fit (fixed_sigma uses 1)
     sigma0: float = 0.01  # width of the Gaussian read around a_i; small, so gaussian_fit ~ NLL of a_i under N(mu, sigma)
     guidance: bool = True  # False: unguided behaviour model, no energy (Figure 4, --no-energy)
@@ -70,14 +86,27 @@ class StratDiffConfig:
     energy_every: int = 1  # one CEP step every this many update calls (1: every call, as Algorithm 1)
     sampler_steps: int | None = None  # solver steps of the online guided sample (None: the model's, 15)
     next_candidates: int = 0  # behaviour-model actions at s' added to IQL's online max-target (Eq. 13)
+    # score=amortised (this project's choice, stratify.amortised): g(s) -> (mu, log sigma)
+    amortised_hidden_dims: tuple[int, ...] = (256, 256)  # g's hidden layers
+    amortised_lr: float = 1e-3  # g's Adam learning rate (pretraining and online)
+    amortised_pool_states: int = 4096  # dataset states with guided samples for g's offline pretraining
+    amortised_pretrain_steps: int = 2000  # g's offline Adam steps (batches of 256 pool states)
+    amortised_states: int = 16  # batch states given fresh guided samples for g's online step
+    amortised_samples: int = 8  # guided samples per state in g's training targets
+    amortised_every: int = 1  # one online step of g every this many update calls
+    amortised_sampler_steps: int | None = None  # solver steps of g's training samples (None: the model's, 15)
     # offline pretraining (None: from the run's scale preset)
     diffusion_steps: int | None = None  # behaviour-model training steps
     support_states: int | None = None  # dataset states that get K support actions (None: all)
     energy_pretrain_steps: int | None = None  # CEP steps against the pretrained critic
 
     def __post_init__(self):
-        if self.score not in SCORES:
-            raise ValueError(f"stratifier.score must be one of {SCORES}, got {self.score!r}")
+        if self.score not in (*SCORES, "amortised"):
+            raise ValueError(f"stratifier.score must be one of {(*SCORES, 'amortised')}, got {self.score!r}")
+        if self.amortised_every < 1 or self.amortised_states < 1 or self.amortised_samples < 2:
+            raise ValueError("stratifier.amortised_every >= 1, amortised_states >= 1 and amortised_samples >= 2 "
+                             f"required, got {self.amortised_every}, {self.amortised_states}, "
+                             f"{self.amortised_samples}")
         if self.exchange_cap is not None and self.exchange_cap < 0:
             raise ValueError(f"stratifier.exchange_cap must be >= 0, got {self.exchange_cap}")
         if self.energy_every < 1:
@@ -97,7 +126,8 @@ class StratDiffConfig:
 # (README, "The score"). `smoke` is for plumbing checks only.
 SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": dict(diffusion_steps=20, support_states=256, energy_pretrain_steps=10,
-                  score="fixed_sigma", sampler_steps=5),
+                  score="fixed_sigma", sampler_steps=5, amortised_pool_states=256, amortised_pretrain_steps=200,
+                  amortised_sampler_steps=5),
     "cpu": dict(diffusion_steps=20_000, support_states=20_000, energy_pretrain_steps=2_000,
                 sampler_steps=5, energy_every=4),
     "paper": dict(diffusion_steps=600_000, support_states=None, energy_pretrain_steps=100_000),
@@ -116,21 +146,42 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
     rho: float = flax.struct.field(pytree_node=False)
     guidance_scale: float | None = flax.struct.field(pytree_node=False)  # None: unguided
     sampler: SamplerConfig = flax.struct.field(pytree_node=False)
+    amortised: AmortisedScore | None = None  # g of score=amortised (None for the other scores)
+    amortised_loss: jax.Array | None = None  # g's latest online training loss (logged between steps)
+    amortised_sampler: SamplerConfig | None = flax.struct.field(pytree_node=False, default=None)
 
     # ---- checkpoint state: only what changes online (the support table is rebuilt from RUN/behaviour)
     def state_dict(self) -> dict[str, Any]:
         m = self.model
-        return {"energy_params": m.energy_params, "energy_opt_state": m.energy_opt_state,
-                "energy_step": m.energy_step, "calls": self.calls, "energy_info": self.energy_info}
+        state = {"energy_params": m.energy_params, "energy_opt_state": m.energy_opt_state,
+                 "energy_step": m.energy_step, "calls": self.calls, "energy_info": self.energy_info}
+        if self.amortised is not None:
+            state["amortised"] = self.amortised.state_dict()
+            state["amortised_loss"] = self.amortised_loss
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> StratDiffStratifier:
         """`state` has `state_dict()`'s structure (the runner restores it against that target)."""
         m = self.model
-        return self.replace(model=m.replace(energy_params=state["energy_params"],
-                                            energy_opt_state=state["energy_opt_state"],
-                                            energy_step=jnp.asarray(state["energy_step"])),
-                            calls=jnp.asarray(state["calls"]),
-                            energy_info={k: jnp.asarray(v) for k, v in state["energy_info"].items()})
+        strat = self.replace(model=m.replace(energy_params=state["energy_params"],
+                                             energy_opt_state=state["energy_opt_state"],
+                                             energy_step=jnp.asarray(state["energy_step"])),
+                             calls=jnp.asarray(state["calls"]),
+                             energy_info={k: jnp.asarray(v) for k, v in state["energy_info"].items()})
+        if self.amortised is not None:
+            strat = strat.replace(amortised=self.amortised.load_state_dict(state["amortised"]),
+                                  amortised_loss=jnp.asarray(state["amortised_loss"]))
+        return strat
+
+    def offline_rows(self, batch_size: int) -> int | None:
+        """A bound on the offline-like samples per step: the sorted split places round(rho * B)
+        there and the exchange cap keeps the count between that and the batch's offline share
+        (None without stratification: every sample is offline-like)."""
+        if not self.config.stratify:
+            return None
+        with jax.ensure_compile_time_eval():
+            n_split = int(jnp.sum(~split_by_score(jnp.zeros((batch_size,)), self.rho)))
+        return max(n_split, n_offline(batch_size, self.rho))
 
     # ---- Algorithm 1, lines 7-10
     def guided_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
@@ -158,6 +209,21 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
 
         return jax.lax.cond(self.calls % every == 0, update, lambda strat: (strat, strat.energy_info), self)
 
+    def amortised_step(self, observations: jax.Array, key: jax.Array, call: jax.Array):
+        """g's online step on the `amortised_every` schedule (update call number `call`): guided
+        samples for `amortised_states` of `observations`, one Adam step on their likelihood."""
+        cfg = self.config
+
+        def update(strat):
+            g, loss = amortised_score.online_update(strat.amortised, strat.model, observations, key,
+                                                    strat.guidance_scale, cfg.amortised_states,
+                                                    cfg.amortised_samples, strat.amortised_sampler)
+            return strat.replace(amortised=g, amortised_loss=loss)
+
+        if cfg.amortised_every == 1:
+            return update(self)
+        return jax.lax.cond(call % cfg.amortised_every == 0, update, lambda strat: strat, self)
+
     def split(self, agent, batch, key):
         k_energy, k_guided, k_next = jax.random.split(key, 3)
         strat, metrics = self, {}
@@ -167,9 +233,15 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
         strat = strat.replace(calls=self.calls + 1)
         u, b = batch.actions.shape[:2]
         obs = batch.observations.reshape(u * b, -1)
-        guided = strat.guided_actions(obs, k_guided)
-        scores = alignment_score(self.config.score, batch.actions.reshape(u * b, -1), guided,
-                                 self.config.sigma0).reshape(u, b)
+        if self.config.score == "amortised":
+            strat = strat.amortised_step(obs, k_guided, self.calls)
+            mean, std = strat.amortised.mean_std(obs)
+            scores = score_gaussian(batch.actions.reshape(u * b, -1), mean, std, self.config.sigma0).reshape(u, b)
+            metrics["strat/amortised_nll"] = strat.amortised_loss
+        else:
+            guided = strat.guided_actions(obs, k_guided)
+            scores = alignment_score(self.config.score, batch.actions.reshape(u * b, -1), guided,
+                                     self.config.sigma0).reshape(u, b)
         from_online = batch.source == ONLINE
         if self.config.split_by_source:
             online_like = from_online
@@ -288,17 +360,70 @@ def build(context: dict[str, Any]) -> StratDiffStratifier:
         model, support_obs, support, meta = _pretrain(context, cfg, model, obs, dataset.actions,
                                                       jax.random.fold_in(context["key"], 1), context["progress"])
         save_model(folder, model, {"observations": support_obs, "actions": support}, meta)
-    return make_stratifier(model, support_obs, support, cfg, run.rho,
-                           diff_cfg.guidance_scale if cfg.guidance else None, sampler)
+    guidance_scale = diff_cfg.guidance_scale if cfg.guidance else None
+    amortised = None
+    if cfg.score == "amortised":
+        amortised = _build_amortised(folder, cfg, model, np.asarray(support_obs), guidance_scale,
+                                     jax.random.fold_in(context["key"], 2), context["progress"])
+    return make_stratifier(model, support_obs, support, cfg, run.rho, guidance_scale, sampler, amortised)
+
+
+def amortised_sampler(cfg: StratDiffConfig, model: BehaviourModel) -> SamplerConfig:
+    """The solver of g's training samples: the model's own unless `amortised_sampler_steps` is set."""
+    if cfg.amortised_sampler_steps is None:
+        return model.config.sampler
+    return dataclasses.replace(model.config.sampler, steps=cfg.amortised_sampler_steps)
+
+
+def _build_amortised(folder: Path, cfg: StratDiffConfig, model: BehaviourModel, support_obs: np.ndarray,
+                     guidance_scale: float | None, key: jax.Array, progress: bool) -> AmortisedScore:
+    """g pretrained on guided samples for `amortised_pool_states` dataset states, after CEP;
+    saved to RUN/behaviour/amortised.msgpack (loaded from there when present)."""
+    k_init, k_pool, k_train = jax.random.split(key, 3)
+    g = AmortisedScore.create(k_init, model.obs_dim, model.action_dim, cfg.amortised_hidden_dims, cfg.amortised_lr)
+    path = folder / "amortised.msgpack"
+    if path.is_file():
+        try:
+            state = flax.serialization.from_bytes(g.state_dict(), path.read_bytes())
+        except Exception as e:
+            raise ValueError(f"{path} does not match stratifier.amortised_* options "
+                             f"({type(e).__name__}); remove it to pretrain again") from None
+        return g.load_state_dict(state)
+    n = min(cfg.amortised_pool_states, support_obs.shape[0])
+    rows = np.sort(np.asarray(jax.random.choice(k_pool, support_obs.shape[0], (n,), replace=False)))
+    bars: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int):
+        if stage not in bars:
+            bars[stage] = progress_bar(total=total, desc=f"amortised score ({stage})", disable=not progress,
+                               dynamic_ncols=True)
+        bars[stage].update(done - bars[stage].n)
+
+    g, meta = amortised_score.pretrain(g, model, support_obs[rows], k_train, guidance_scale,
+                                       cfg.amortised_pretrain_steps, cfg.amortised_samples,
+                                       amortised_sampler(cfg, model), report)
+    for bar in bars.values():
+        bar.close()
+    atomic_write_bytes(path, flax.serialization.to_bytes(g.state_dict()))
+    atomic_write_bytes(folder / "amortised.json", json.dumps(meta, indent=2).encode())
+    return g
 
 
 def make_stratifier(model: BehaviourModel, support_obs, support, config: StratDiffConfig, rho: float,
-                    guidance_scale: float | None, sampler: SamplerConfig) -> StratDiffStratifier:
-    """A stratifier at the start of the online phase (no update calls yet)."""
+                    guidance_scale: float | None, sampler: SamplerConfig,
+                    amortised: AmortisedScore | None = None) -> StratDiffStratifier:
+    """A stratifier at the start of the online phase (no update calls yet). `amortised`: the
+    pretrained g, required with score=amortised."""
+    if (config.score == "amortised") != (amortised is not None):
+        raise ValueError("make_stratifier: pass the pretrained g (amortised) exactly when score='amortised'")
+    extra = {}
+    if amortised is not None:
+        extra = dict(amortised=amortised, amortised_loss=jnp.zeros((), jnp.float32),
+                     amortised_sampler=amortised_sampler(config, model))
     strat = StratDiffStratifier(
         model=model, support_obs=jnp.asarray(support_obs), support=jnp.asarray(support),
         calls=jnp.zeros((), jnp.int32), energy_info={}, config=config, rho=rho,
-        guidance_scale=guidance_scale, sampler=sampler)
+        guidance_scale=guidance_scale, sampler=sampler, **extra)
     # The CEP metrics' structure (any critic gives the same), zero-filled until the first online CEP step.
     n = model.config.energy_batch_size
     shapes = jax.eval_shape(energy_update, model, strat.support_obs[:n], strat.support[:n],

@@ -1,0 +1,140 @@
+"""The amortised guided-policy score (`stratifier.score=amortised`): this project's choice, not the paper's.
+
+Eq. 10's `gaussian_fit` form fits a diagonal Gaussian N(mu_i, diag sigma_i^2) to M energy-guided
+samples for every batch state at every update (M * solver-steps network evaluations per state).
+The amortised form learns that Gaussian instead: a small network
+
+    g(s) -> (mu(s), log sigma(s))  per action dimension,
+
+trained by maximum likelihood on guided samples from the current behaviour model and energy,
+
+    L(g) = E_s E_{a ~ pi_guided(.|s)} sum_d [ log sigma_d(s) + (a_d - mu_d(s))^2 / (2 sigma_d(s)^2) ],
+
+and the score is Eq. 10's Gaussian KL with (mu, sigma) = g(s): one forward pass for the batch.
+g is pretrained offline, after CEP, on a pool of guided samples for dataset states (`pretrain`),
+and kept current online by one Adam step per update call (or every few calls) on fresh guided
+samples for a few of the batch's states (`AmortisedScore.update`). sigma is floored at the
+exact form's 1e-2 (`MIN_STD`), in training and in the score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from stratdiff.diffusion import BehaviourModel, SamplerConfig, sample
+from stratdiff.nn import MLP
+
+MIN_STD = 1e-2  # the exact gaussian_fit form's floor on the fitted sigma
+MAX_LOG_STD = 1.0  # sigma <= e: guided actions lie in [-1, 1]
+
+
+class AmortisedScore(flax.struct.PyTreeNode):
+    """g(s) -> (mu, sigma): parameters, Adam state and update count."""
+
+    params: dict
+    opt_state: optax.OptState
+    step: jax.Array
+    act_dim: int = flax.struct.field(pytree_node=False)
+    hidden_dims: tuple[int, ...] = flax.struct.field(pytree_node=False)
+    lr: float = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, key: jax.Array, obs_dim: int, act_dim: int, hidden_dims: Sequence[int] = (256, 256),
+               lr: float = 1e-3) -> AmortisedScore:
+        hidden_dims = tuple(hidden_dims)
+        params = _net(hidden_dims, act_dim).init(key, jnp.zeros((1, obs_dim), jnp.float32))
+        return cls(params=params, opt_state=optax.adam(lr).init(params), step=jnp.zeros((), jnp.int32),
+                   act_dim=act_dim, hidden_dims=hidden_dims, lr=lr)
+
+    def mean_std(self, observations: jax.Array, params: dict | None = None) -> tuple[jax.Array, jax.Array]:
+        """(mu, sigma), each [n, act], for states [n, obs]."""
+        out = _net(self.hidden_dims, self.act_dim).apply(self.params if params is None else params, observations)
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        return mean, jnp.exp(jnp.clip(log_std, np.log(MIN_STD), MAX_LOG_STD))
+
+    def nll(self, params: dict, observations: jax.Array, samples: jax.Array) -> jax.Array:
+        """Mean Gaussian negative log-likelihood (per state and dimension, without log sqrt(2 pi))
+        of `samples` [n, M, act] under g(s) for states [n, obs]."""
+        mean, std = self.mean_std(observations, params)
+        z = (samples - mean[:, None]) / std[:, None]
+        return jnp.mean(jnp.sum(jnp.log(std)[:, None] + 0.5 * z**2, axis=-1))
+
+    def update(self, observations: jax.Array, samples: jax.Array) -> tuple[AmortisedScore, jax.Array]:
+        """One Adam step on `nll` -> (updated score, loss before the step)."""
+        loss, grads = jax.value_and_grad(self.nll)(self.params, observations, samples)
+        updates, opt_state = optax.adam(self.lr).update(grads, self.opt_state, self.params)
+        return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state,
+                            step=self.step + 1), loss
+
+    def state_dict(self) -> dict:
+        return {"params": self.params, "opt_state": self.opt_state, "step": self.step}
+
+    def load_state_dict(self, state: dict) -> AmortisedScore:
+        return self.replace(params=state["params"], opt_state=state["opt_state"], step=jnp.asarray(state["step"]))
+
+
+def _net(hidden_dims: tuple[int, ...], act_dim: int) -> MLP:
+    return MLP((*hidden_dims, 2 * act_dim))
+
+
+def guided_samples(model: BehaviourModel, observations: jax.Array, key: jax.Array, guidance_scale: float | None,
+                   num_samples: int, sampler: SamplerConfig) -> jax.Array:
+    """[n, M, act] energy-guided samples (Eq. 8-9): g's training targets."""
+    return sample(model, observations, key, guidance_scale, num_samples=num_samples, sampler=sampler)
+
+
+def online_update(score: AmortisedScore, model: BehaviourModel, observations: jax.Array, key: jax.Array,
+                  guidance_scale: float | None, num_states: int, num_samples: int,
+                  sampler: SamplerConfig) -> tuple[AmortisedScore, jax.Array]:
+    """One step on fresh guided samples for `num_states` states drawn from `observations` [n, obs]."""
+    k_rows, k_sample = jax.random.split(key)
+    rows = jax.random.choice(k_rows, observations.shape[0], (min(num_states, observations.shape[0]),),
+                             replace=False)
+    obs = observations[rows]
+    return score.update(obs, guided_samples(model, obs, k_sample, guidance_scale, num_samples, sampler))
+
+
+PRETRAIN_BATCH = 256  # pool states per pretraining step
+
+
+@jax.jit
+def _train_chunk(score: AmortisedScore, observations, samples, key):
+    """200 Adam steps on random pool batches -> (score, [200] losses)."""
+    n = observations.shape[0]
+
+    def body(s, k):
+        idx = jax.random.randint(k, (min(PRETRAIN_BATCH, n),), 0, n)
+        return s.update(observations[idx], samples[idx])
+
+    return jax.lax.scan(body, score, jax.random.split(key, 200))
+
+
+def pretrain(score: AmortisedScore, model: BehaviourModel, observations: np.ndarray, key: jax.Array,
+             guidance_scale: float | None, steps: int, num_samples: int, sampler: SamplerConfig,
+             progress: Callable[[str, int, int], None] | None = None) -> tuple[AmortisedScore, dict]:
+    """Draw `num_samples` guided samples for each of `observations` (the pool, chunks of 1024),
+    then take `steps` Adam steps (rounded up to a multiple of 200) on batches of 256 pool states.
+    `progress(stage, done, total)` is called as the pool and the steps advance."""
+    k_pool, k_train = jax.random.split(key)
+    n = observations.shape[0]
+    pool = []
+    for start in range(0, n, 1024):
+        obs = jnp.asarray(observations[start:start + 1024])
+        pool.append(np.asarray(guided_samples(model, obs, jax.random.fold_in(k_pool, start), guidance_scale,
+                                              num_samples, sampler)))
+        if progress:
+            progress("pool", min(start + 1024, n), n)
+    obs_j, pool_j = jnp.asarray(observations), jnp.asarray(np.concatenate(pool))
+    losses = []
+    for i in range(-(-steps // 200)):
+        score, loss = _train_chunk(score, obs_j, pool_j, jax.random.fold_in(k_train, i))
+        losses.append(float(jnp.mean(loss)))
+        if progress:
+            progress("train", min((i + 1) * 200, steps), steps)
+    return score, {"pool_states": int(n), "nll": losses}

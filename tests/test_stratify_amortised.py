@@ -1,0 +1,163 @@
+"""The amortised guided-policy score (stratifier.score=amortised): g recovers a known Gaussian
+policy, scores like Eq. 10's Gaussian KL, splits the toy batch, keeps its schedule and survives a
+checkpoint; a StratDiff-IQL smoke run with it resumes to the same numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stratdiff.diffusion import sample
+from stratdiff.stratify.amortised import MIN_STD, AmortisedScore, online_update, pretrain
+from stratdiff.stratify.split import score_gaussian, score_gaussian_fit
+from test_stratify_stratdiff import ACT, N, OBS, behaviour_action, toy, toy_batch  # noqa: F401
+from test_stratify_stratdiff import make_stratifier as exact_stratifier
+
+
+
+def known_policy(obs):
+    """A state-dependent Gaussian: mean 0.5 tanh(s), std 0.05 + 0.1 |s|."""
+    return 0.5 * jnp.tanh(obs), 0.05 + 0.1 * jnp.abs(obs)
+
+
+def test_g_recovers_a_known_gaussian_policy():
+    key = jax.random.PRNGKey(0)
+    g = AmortisedScore.create(key, OBS, ACT, (64, 64), lr=3e-3)
+
+    @jax.jit
+    def step(g, k):
+        k_obs, k_a = jax.random.split(k)
+        obs = jax.random.uniform(k_obs, (128, OBS), minval=-1.5, maxval=1.5)
+        mean, std = known_policy(obs)
+        samples = mean[:, None] + std[:, None] * jax.random.normal(k_a, (128, 8, OBS))
+        return g.update(obs, samples)
+
+    for i in range(1500):
+        g, loss = step(g, jax.random.fold_in(key, i))
+    obs = jax.random.uniform(jax.random.PRNGKey(1), (512, OBS), minval=-1.5, maxval=1.5)
+    mean, std = g.mean_std(obs)
+    true_mean, true_std = known_policy(obs)
+    assert float(jnp.mean(jnp.abs(mean - true_mean))) < 0.02
+    assert float(jnp.mean(jnp.abs(std / true_std - 1.0))) < 0.15
+    assert int(g.step) == 1500
+
+
+def test_score_gaussian_is_the_gaussian_fit_kl_and_floors_sigma():
+    actions = jnp.array([[0.1, -0.2]])
+    guided = jnp.array([[[0.0, 0.0], [0.2, -0.4], [0.1, -0.2], [0.3, 0.1]]])
+    mean, std = guided.mean(1), guided.std(1)
+    np.testing.assert_array_equal(score_gaussian(actions, mean, std, 0.01), score_gaussian_fit(actions, guided, 0.01))
+    # by hand, one dimension: log(std / s0) + (s0^2 + d^2) / (2 std^2) - 1/2
+    by_hand = np.log(0.5 / 0.01) + (0.01**2 + 0.3**2) / (2 * 0.25) - 0.5
+    np.testing.assert_allclose(score_gaussian(jnp.array([0.3]), jnp.array([0.0]), jnp.array([0.5]), 0.01), by_hand,
+                               rtol=1e-6)
+    g = AmortisedScore.create(jax.random.PRNGKey(0), OBS, ACT, (8,))
+    g = g.replace(params=jax.tree_util.tree_map(lambda p: jnp.full_like(p, -10.0), g.params))
+    assert float(jnp.min(g.mean_std(jnp.ones((3, OBS)))[1])) == pytest.approx(MIN_STD)
+
+
+def _amortised(model, obs, guidance_scale=None, steps=600, **options):
+    g = AmortisedScore.create(jax.random.PRNGKey(11), OBS, ACT, (64, 64), lr=3e-3)
+    g, meta = pretrain(g, model, np.asarray(obs[:1024]), jax.random.PRNGKey(12), guidance_scale, steps, 8,
+                       model.config.sampler)
+    support = jnp.repeat(behaviour_action(obs[:256], jax.random.PRNGKey(5))[:, None], 8, axis=1)
+    from stratdiff.stratify.stratdiff import StratDiffConfig, make_stratifier
+
+    strat = make_stratifier(model, obs[:256], support, StratDiffConfig(score="amortised", **options), 0.5,
+                            guidance_scale, model.config.sampler, g)
+    return strat, meta
+
+
+def test_pretrained_g_matches_the_behaviour_model_and_splits_like_the_exact_score(toy):
+    model, agent, obs = toy
+    strat, meta = _amortised(model, obs)
+    assert meta["nll"][-1] < meta["nll"][0] and meta["pool_states"] == 1024
+    # g's Gaussian against 64 of the behaviour model's own samples per state (on held-out states)
+    probe = obs[-256:]
+    mean, std = strat.amortised.mean_std(probe)
+    samples = sample(model, probe, jax.random.PRNGKey(13), None, num_samples=64)
+    assert float(jnp.mean(jnp.abs(mean - samples.mean(1)))) < 0.02
+    assert abs(float(jnp.median(std / samples.std(1))) - 1.0) < 0.2
+    assert float(jnp.mean(jnp.abs(mean - 0.6 * jnp.tanh(probe)))) < 0.05  # the toy behaviour's mean
+    split = jax.jit(lambda s, a, b, k: s.split(a, b, k))
+    batch, key = toy_batch(jax.random.PRNGKey(7)), jax.random.PRNGKey(8)
+    new, online_like, _, metrics = split(strat, agent, batch, key)
+    online_like = np.asarray(online_like[0])
+    accuracy = 0.5 * (np.mean(~online_like[:N]) + np.mean(online_like[N:]))
+    assert accuracy >= 0.85, accuracy
+    _, exact, _, _ = split(exact_stratifier(model, obs, None), agent, batch, key)
+    assert np.mean(np.asarray(exact[0]) == online_like) >= 0.85
+    # one online step of g per call, on fresh guided samples; its loss is logged
+    assert int(new.amortised.step) == int(strat.amortised.step) + 1 and int(new.calls) == 1
+    assert np.isfinite(float(metrics["strat/amortised_nll"])) and float(metrics["strat/amortised_nll"]) != 0.0
+
+
+def test_amortised_every_schedule_and_checkpoint_state(toy):
+    model, agent, obs = toy
+    strat, _ = _amortised(model, obs, guidance_scale=1.0, steps=200, amortised_every=2, amortised_states=4)
+    split = jax.jit(lambda s, a, b, k: s.split(a, b, k))
+    batch = toy_batch(jax.random.PRNGKey(9))
+    steps, losses = [], []
+    for i in range(4):
+        strat, _, _, metrics = split(strat, agent, batch, jax.random.PRNGKey(30 + i))
+        steps.append(int(strat.amortised.step))
+        losses.append(float(metrics["strat/amortised_nll"]))
+    start = steps[0] - 1
+    assert steps == [start + 1, start + 1, start + 2, start + 2]
+    assert losses[0] == losses[1] and losses[2] == losses[3] and losses[2] != losses[0]
+    fresh, _ = _amortised(model, obs, guidance_scale=1.0, steps=200, amortised_every=2, amortised_states=4)
+    restored = fresh.load_state_dict(strat.state_dict())
+    assert int(restored.amortised.step) == steps[-1] and float(restored.amortised_loss) == losses[-1]
+    for a, b in zip(jax.tree_util.tree_leaves(restored.amortised.params),
+                    jax.tree_util.tree_leaves(strat.amortised.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the exact score's checkpoint state has no amortised entries (older checkpoints still load)
+    assert "amortised" not in exact_stratifier(model, obs, 1.0).state_dict()
+
+
+def test_online_update_uses_the_requested_number_of_states(toy):
+    model, _, obs = toy
+    g = AmortisedScore.create(jax.random.PRNGKey(0), OBS, ACT, (16,))
+    new, loss = online_update(g, model, obs[:100], jax.random.PRNGKey(1), None, 5, 4, model.config.sampler)
+    assert int(new.step) == 1 and np.isfinite(float(loss))
+    assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree_util.tree_leaves(new.params),
+                                                     jax.tree_util.tree_leaves(g.params)))
+
+
+def test_stratdiff_iql_amortised_smoke_run_resumes_to_the_same_numbers(hopper_hdf5, tmp_path):
+    from stratdiff.methods import resolve_config
+    from stratdiff.runner import train
+
+    cfg = resolve_config("stratdiff-iql", str(hopper_hdf5), "Hopper-v5", "smoke", 0, {
+        "stratifier.guidance_scale": 3.0, "stratifier.score": "amortised", "stratifier.amortised_states": 4,
+        "stratifier.amortised_every": 2, "offline_steps": 40, "online_steps": 80, "log_every": 10,
+        "eval_every": 40, "checkpoint_every": 20, "online_warmup_steps": 10, "eval_episodes": 1,
+        "batch_size": 32})
+    full = train(cfg, tmp_path / "full", progress=False)
+    assert (tmp_path / "full" / "behaviour" / "amortised.msgpack").is_file()
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False, stop_after=100)
+    pretrained = (tmp_path / "killed" / "behaviour" / "amortised.msgpack").stat().st_mtime_ns
+    resumed = train(cfg, tmp_path / "killed", resume=True, progress=False)
+    assert (tmp_path / "killed" / "behaviour" / "amortised.msgpack").stat().st_mtime_ns == pretrained
+
+    def rows(run):
+        with open(tmp_path / run / "metrics.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in csv.DictReader(f)]
+
+    assert rows("killed") == rows("full")
+    assert "strat/amortised_nll" in rows("full")[-1]
+    assert resumed["final_score"] == full["final_score"]
+    # the split agreement reports the run's amortised score beside the exact default redrawn
+    from stratdiff.commands.diffusion_similarity import main as similarity
+    from stratdiff.stratify.diagnostics import AMORTISED_VARIANT
+
+    assert similarity([str(tmp_path / "full"), "--states", "32", "--batches", "1"]) == 0
+    agreement = json.loads((tmp_path / "full" / "similarity.json").read_text())["split_agreement"]
+    assert 0.0 <= agreement[AMORTISED_VARIANT] <= 1.0 and agreement["samples"] == 32
+    assert "gaussian_fit M=8, 15 steps, other noise" in agreement
