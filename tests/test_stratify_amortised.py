@@ -155,7 +155,7 @@ def test_stratdiff_iql_amortised_smoke_run_resumes_to_the_same_numbers(hopper_hd
     assert resumed["final_score"] == full["final_score"]
     # the split agreement reports the run's amortised score beside the exact default redrawn
     from stratdiff.commands.diffusion_similarity import main as similarity
-    from stratdiff.stratify.diagnostics import AMORTISED_VARIANT
+    from stratdiff.experiments.diagnostics import AMORTISED_VARIANT
 
     assert similarity([str(tmp_path / "full"), "--states", "32", "--batches", "1"]) == 0
     agreement = json.loads((tmp_path / "full" / "similarity.json").read_text())["split_agreement"]
