@@ -13,7 +13,9 @@ density each logged action came from is known. Per dataset kind:
   (`checkpoints/sac/<run>/snapshots/`). Row t is scored against the nearest snapshot, exact at
   multiples of 10k; the actor drifts between snapshots (5k updates away, the dataset's own
   actions can score 60 nats below the snapshot's typical samples), so `eligible_rows` keeps the
-  rows within `max_gap` (default 50) steps of a multiple of 10k, evenly spread over the run. The run is the one whose snapshot at the medium
+  rows within `max_gap` (default 50) steps of a multiple of 10k, evenly spread over the run.
+  The behaviour model does not see the step, so where policies of different stages visited
+  similar states its target is their mixture; the reference is the policy that logged the row. The run is the one whose snapshot at the medium
   step is byte-identical to the committed medium policy, and the dataset's rows are checked
   against the committed replay buffer.
 - AntMaze: clip(controller(s, waypoint) + N(0, 0.2^2), -1, 1), the waypoint given by the maze
