@@ -2,7 +2,7 @@
 
 Reads `stratdiff diffusion fidelity` outputs (fidelity.json), groups them by dataset and draws,
 against the model's diffusion steps, the median per-state mean error, std error and log-likelihood
-gap, with the true policy's own-sample floor dashed. Also writes the table as PNG.json.
+gap, with the true policy's own-sample floor dashed. Also writes the table as PNG.json and PNG.md.
 """
 
 from __future__ import annotations
@@ -42,8 +42,30 @@ def curve_table(results: list[dict]) -> dict[str, list[dict]]:
             else:
                 row[f"model_{key}"] = s[f"model_{key}"]["median"]
                 row[f"policy_{key}"] = s[f"policy_{key}"]["median"]
+        row["model_std_ratio"] = s["model_std_ratio"]["median"]
+        row["model_at_edge"] = s["model_at_edge"]["mean"]
+        for who in ("diffusion", "true_policy"):
+            f2 = r.get("figure2_metrics", {}).get(who, {})
+            row[f"fig2_l2_{who}"], row[f"fig2_corr_{who}"] = f2.get("l2"), f2.get("corr")
         table.setdefault(r["dataset"], []).append(row)
     return {k: sorted(v, key=lambda row: row["step"]) for k, v in sorted(table.items())}
+
+
+def markdown_table(table: dict[str, list[dict]]) -> str:
+    """The curve table as markdown: per dataset and step, model (floor) medians and Figure 2's metric."""
+    f = lambda v, d=3: "" if v is None else f"{v:.{d}f}"  # noqa: E731
+    lines = ["| dataset | steps | train s | mean error | std error | std ratio | at +-1 | log-lik gap (median / mean) "
+             "| Figure 2 L2: model / policy | corr: model / policy |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, rows in table.items():
+        for r in rows:
+            lines.append(
+                f"| {name} | {r['step']} | {f(r['train_time_s'], 0)} | {f(r['model_mean_error'])} ({f(r['policy_mean_error'])}) "
+                f"| {f(r['model_std_error'])} ({f(r['policy_std_error'])}) | {f(r['model_std_ratio'], 2)} "
+                f"| {f(r['model_at_edge'])} | {f(r['loglik_gap'], 1)} / {f(r['loglik_gap_mean'], 1)} "
+                f"| {f(r['fig2_l2_diffusion'])} / {f(r['fig2_l2_true_policy'])} "
+                f"| {f(r['fig2_corr_diffusion'])} / {f(r['fig2_corr_true_policy'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def run(args: CurveArgs) -> dict:
@@ -79,6 +101,7 @@ def run(args: CurveArgs) -> dict:
     fig.savefig(args.out, dpi=110)
     plt.close(fig)
     args.out.with_suffix(".json").write_text(json.dumps(table, indent=2))
+    args.out.with_suffix(".md").write_text(markdown_table(table))
     return {"figure": str(args.out), "table": table}
 
 
