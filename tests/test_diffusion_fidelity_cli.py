@@ -19,7 +19,8 @@ def replay_dir(tmp_path_factory):
 
 def _train(dataset, out, steps, *extra):
     return main(["diffusion", "train", "--dataset", str(dataset), "--out", str(out), "--preset", "smoke",
-                 "--steps", str(steps), "--chunk", "10", "--no-progress", *extra])
+                 "--steps", str(steps), "--chunk", "10", "--support-states", "1", "--num-support", "1", "--no-progress",
+                 *extra])
 
 
 def test_resume_equals_one_run(replay_dir, tmp_path, capsys):

@@ -15,9 +15,9 @@ density each logged action came from is known. Per dataset kind:
   actions can score 60 nats below the snapshot's typical samples), so `eligible_rows` keeps the
   rows within `max_gap` (default 50) steps of a multiple of 10k, evenly spread over the run.
   The behaviour model does not see the step, so where policies of different stages visited
-  similar states its target is their mixture; the reference is the policy that logged the row. The run is the one whose snapshot at the medium
-  step is byte-identical to the committed medium policy, and the dataset's rows are checked
-  against the committed replay buffer.
+  similar states its target is their mixture; the reference is the policy that logged the row.
+  The run is the one whose snapshot at the medium step is byte-identical to the committed medium
+  policy, and the dataset's rows are checked against the committed replay buffer.
 - AntMaze: clip(controller(s, waypoint) + N(0, 0.2^2), -1, 1), the waypoint given by the maze
   planner from the ant's position and the episode's goal (stored with the data). Exact given the
   goal, but the behaviour model sees only the state, not the goal: what it can learn at a state

@@ -142,7 +142,8 @@ def _resumed(args: DiffusionTrainArgs, cfg, name: str):
     if differs:
         raise ValueError(f"{args.out}: --resume needs the saved model's settings; these differ: {', '.join(differs)}")
     if int(model.step) > cfg.train_steps:
-        raise ValueError(f"{args.out}: the saved model has {int(model.step)} steps, more than --steps {cfg.train_steps}")
+        raise ValueError(f"{args.out}: the saved model has {int(model.step)} steps, "
+                         f"more than --steps {cfg.train_steps}")
     return model.replace(config=cfg), list(meta.get("loss_curve", [])), float(meta.get("train_time_s", 0.0))
 
 
@@ -156,7 +157,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: stratdiff diffusion train --dataset SOURCE --out DIR [--preset smoke|cpu|paper] [--seed N] "
               "[--env ENV_ID] [--resume]\n       stratdiff diffusion similarity RUN ...\n"
-              "       stratdiff diffusion fidelity MODEL ...\n       stratdiff diffusion fidelity-curve JSON ... --out PNG\n\n"
+              "       stratdiff diffusion fidelity MODEL ...\n"
+              "       stratdiff diffusion fidelity-curve JSON ... --out PNG\n\n"
               "`stratdiff diffusion SUBCOMMAND --help` lists every option.")
         return 0
     if argv[0] in SUBCOMMANDS:

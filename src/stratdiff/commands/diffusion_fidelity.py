@@ -99,7 +99,8 @@ def run(args: FidelityArgs) -> dict:
     logged = np.clip(np.asarray(dataset.actions[rows], np.float32), -1.0, 1.0)
     figure2 = similarity_table(logged, {"diffusion": samples, "true_policy": truth.sample(rng, args.samples)})
     result = {"model": str(args.model), "dataset": dataset.info.name, "model_step": int(model.step),
-              "train_time_s": meta.get("train_time_s"), "final_loss": (meta.get("loss_curve") or [{}])[-1].get("score_loss"),
+              "train_time_s": meta.get("train_time_s"),
+              "final_loss": (meta.get("loss_curve") or [{}])[-1].get("score_loss"),
               "preset": meta.get("preset"), "hidden_dims": list(model.config.hidden_dims),
               "batch_size": model.config.batch_size, "sampler_steps": model.config.sampler.steps,
               "seed": args.seed, "max_gap": args.max_gap, "eligible_rows": int(len(pool)),

@@ -60,7 +60,8 @@ def markdown_table(table: dict[str, list[dict]]) -> str:
     for name, rows in table.items():
         for r in rows:
             lines.append(
-                f"| {name} | {r['step']} | {f(r['train_time_s'], 0)} | {f(r['model_mean_error'])} ({f(r['policy_mean_error'])}) "
+                f"| {name} | {r['step']} | {f(r['train_time_s'], 0)} "
+                f"| {f(r['model_mean_error'])} ({f(r['policy_mean_error'])}) "
                 f"| {f(r['model_std_error'])} ({f(r['policy_std_error'])}) | {f(r['model_std_ratio'], 2)} "
                 f"| {f(r['model_at_edge'])} | {f(r['loglik_gap'], 1)} / {f(r['loglik_gap_mean'], 1)} "
                 f"| {f(r['fig2_l2_diffusion'])} / {f(r['fig2_l2_true_policy'])} "
