@@ -134,3 +134,5 @@ def test_logged_actions_score_like_the_policys_own(name, tmp_path):
     logged = truth.log_prob(ds.actions[rows][:, None])[:, 0]
     own = truth.log_prob(truth.sample(np.random.default_rng(0), 64)).mean(axis=1)
     assert logged.mean() == pytest.approx(own.mean(), abs=0.3)
+    if "antmaze" in name:  # goals matter: other goals' actions differ from the logged goal's
+        assert notes["equal_goal_mixture_mean_error"]["median"] > 0.1
