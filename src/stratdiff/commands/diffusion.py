@@ -44,6 +44,9 @@ class DiffusionTrainArgs:
     """Observation normalisation the model is trained with (saved in config.json meta)."""
     chunk: int = 500
     """Training steps per jitted call (progress and loss-curve granularity)."""
+    resume: bool = False
+    """Continue the model already in --out (same dataset, seed and network settings) up to --steps; the result
+    equals one uninterrupted run when the saved step is a multiple of --chunk."""
     no_progress: bool = False
     """Hide progress output."""
 
@@ -80,8 +83,12 @@ def run(args: DiffusionTrainArgs) -> dict:
     key = jax.random.PRNGKey(args.seed)
     k_init, k_train, k_support, k_subset = jax.random.split(key, 4)
     model = BehaviourModel.create(k_init, obs.shape[1], actions.shape[1], cfg)
+    curve, prior_s = [], 0.0
+    if args.resume and (args.out / "behaviour.msgpack").is_file():
+        model, curve, prior_s = _resumed(args, cfg, name)
+        say(f"[diffusion] resuming {args.out} at step {int(model.step)}")
     obs_d, act_d = jnp.asarray(obs), jnp.asarray(actions)
-    curve, done, t0 = [], 0, time.time()
+    done, t0 = int(model.step), time.time() - prior_s
     while done < cfg.train_steps:
         n = min(args.chunk, cfg.train_steps - done)
         model, info = train_steps(model, obs_d, act_d, jax.random.fold_in(k_train, done), num_steps=n,
@@ -116,14 +123,42 @@ def run(args: DiffusionTrainArgs) -> dict:
             "support_time_s": meta["support_time_s"]}
 
 
+# Settings that do not change how the behaviour model trains (a resumed run may change them).
+_NOT_TRAINING = ("train_steps", "num_support", "support_states", "guidance_scale")
+
+
+def _resumed(args: DiffusionTrainArgs, cfg, name: str):
+    """(the model saved in args.out, its loss curve, its training seconds), checked against this run."""
+    from stratdiff.diffusion.model import load_model
+
+    model, _, meta = load_model(args.out)
+    saved, wanted = model.config.to_dict(), cfg.to_dict()
+    differs = sorted(k for k in wanted if k not in _NOT_TRAINING and saved.get(k) != wanted[k])
+    for key, value in (("dataset_name", name), ("seed", args.seed), ("state_norm", args.state_norm)):
+        if meta.get(key) != value:
+            differs.append(key)
+    if cfg.lr_decay and saved["train_steps"] != cfg.train_steps:
+        differs.append("train_steps (the lr schedule decays over it)")
+    if differs:
+        raise ValueError(f"{args.out}: --resume needs the saved model's settings; these differ: {', '.join(differs)}")
+    if int(model.step) > cfg.train_steps:
+        raise ValueError(f"{args.out}: the saved model has {int(model.step)} steps, "
+                         f"more than --steps {cfg.train_steps}")
+    return model.replace(config=cfg), list(meta.get("loss_curve", [])), float(meta.get("train_time_s", 0.0))
+
+
 # subcommand -> module with `main(argv)`; `train` is defined here.
-SUBCOMMANDS = {"similarity": "stratdiff.commands.diffusion_similarity"}
+SUBCOMMANDS = {"similarity": "stratdiff.commands.diffusion_similarity",
+               "fidelity": "stratdiff.commands.diffusion_fidelity",
+               "fidelity-curve": "stratdiff.commands.diffusion_fidelity_curve"}
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: stratdiff diffusion train --dataset SOURCE --out DIR [--preset smoke|cpu|paper] [--seed N] "
-              "[--env ENV_ID]\n       stratdiff diffusion similarity RUN ...\n\n"
+              "[--env ENV_ID] [--resume]\n       stratdiff diffusion similarity RUN ...\n"
+              "       stratdiff diffusion fidelity MODEL ...\n"
+              "       stratdiff diffusion fidelity-curve JSON ... --out PNG\n\n"
               "`stratdiff diffusion SUBCOMMAND --help` lists every option.")
         return 0
     if argv[0] in SUBCOMMANDS:
