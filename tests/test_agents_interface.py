@@ -1,5 +1,5 @@
-"""Shared tester run over every registered agent (issue 3): create, update, shapes, action
-bounds, save/load, no re-tracing, and the stratum contract of issue 6 (all-False = base)."""
+"""Shared tester run over every registered agent: create, update, shapes, action bounds,
+save/load, no re-tracing, and the stratum contract (all-False = the base loss)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Updates per second of every registered agent with the paper's networks (issue 3's
-speed targets; `stratdiff bench` prints and stores the result).
+"""Updates per second of every registered agent with the paper's networks (`stratdiff bench`
+prints and stores the result).
 
 Each agent is created with its locomotion preset (the paper's networks) for a
 HalfCheetah-sized problem (obs 17, act 6) and updated on a fixed random batch, one
