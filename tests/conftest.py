@@ -1,8 +1,21 @@
-"""Shared test fixtures: small real datasets written to disk."""
+"""Shared test fixtures: small real datasets written to disk.
+
+The suite shares one on-disk XLA compilation cache (JAX's persistent cache) between its
+workers and the `stratdiff` processes the tests start, so a function compiled for the same
+shapes in another test is loaded rather than compiled again. A cached executable is the same
+compiled code, so the numbers do not change. `STRATDIFF_TEST_XLA_CACHE=` (empty) turns it off.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
+_XLA_CACHE = os.environ.get("STRATDIFF_TEST_XLA_CACHE", str(Path(tempfile.gettempdir()) / "stratdiff-test-xla-cache"))
+if _XLA_CACHE:  # set before JAX is imported, here and in every process a test starts
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import h5py
 import numpy as np
