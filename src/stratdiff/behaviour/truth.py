@@ -97,7 +97,7 @@ def find_sac_run(policy, root: str | Path | None = None) -> Path:
 def _replay_truth(dataset, env_id: str, rows: np.ndarray, obs: np.ndarray,
                   sac_runs: str | Path | None) -> tuple[FactorisedPolicy, dict]:
     from stratdiff.behaviour.policies import load_policy, load_replay
-    from stratdiff.behaviour.train import load_actor
+    from stratdiff.behaviour.policies import load_actor
 
     policy = load_policy(env_id, "medium")
     _check_unit_bounds(policy)

@@ -56,13 +56,19 @@ def aggregate_rows(matrices: Mapping[str, np.ndarray], reps: int, seed: int, con
 
 
 def _interval_estimates(data: dict, func, reps: int, seed: int, confidence: float):
-    """rliable's stratified bootstrap, drawing from RandomState(seed)."""
+    """rliable's stratified bootstrap, each entry of `data` on its own RandomState(seed) (so an
+    entry's interval does not depend on the others or their order) with NumPy's global RNG
+    seeded too, for any draw that does not go through the given RandomState."""
     from rliable import library as rly
 
-    with warnings.catch_warnings():  # arch's notice that its random_state argument will change
-        warnings.simplefilter("ignore", FutureWarning)
-        return rly.get_interval_estimates(data, func, reps=reps, confidence_interval_size=confidence,
-                                          random_state=np.random.RandomState(seed))
+    points, intervals = {}, {}
+    for name, value in data.items():
+        with _global_numpy_seed(seed), warnings.catch_warnings():  # arch: random_state will change
+            warnings.simplefilter("ignore", FutureWarning)
+            p, i = rly.get_interval_estimates({name: value}, func, reps=reps, confidence_interval_size=confidence,
+                                              random_state=np.random.RandomState(seed))
+        points[name], intervals[name] = p[name], i[name]
+    return points, intervals
 
 
 @contextlib.contextmanager
