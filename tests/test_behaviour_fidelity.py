@@ -99,11 +99,19 @@ def test_uniform_and_bad_shapes():
 
 def test_medium_replay_truth_reproduces_logged_actions():
     """At a snapshot step the reconstructed policy is the one SAC acted with: its Gaussian and SAC's
-    action key (fold_in(fold_in(PRNGKey(seed), 1), step)) give back the logged action."""
+    action key (fold_in(fold_in(PRNGKey(seed), 1), step)) give back the logged action. It needs
+    the SAC run's actor snapshots (`stratdiff sac train --env Hopper-v5`, not shipped); without
+    them the truth is refused with one line, which is checked instead."""
     import jax
 
-    from stratdiff.behaviour.truth import eligible_rows, true_behaviour
+    from stratdiff.behaviour.truth import eligible_rows, sac_checkpoints_root, true_behaviour
     from stratdiff.data.builders import make_dataset
+
+    if not (sac_checkpoints_root() / "hopper-s0" / "snapshots").is_dir():
+        ds = make_dataset("hopper-medium-replay-v5", size=2_000)
+        with pytest.raises(FileNotFoundError, match="no SAC run with a snapshot"):
+            true_behaviour(ds, np.array([5, 1_000]))
+        pytest.skip("the Hopper SAC run's snapshots are not here (stratdiff sac train --env Hopper-v5)")
 
     ds = make_dataset("hopper-medium-replay-v5", size=30_010)
     rows = np.array([5, 10_000, 20_000, 30_000])

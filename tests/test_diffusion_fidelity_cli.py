@@ -1,5 +1,5 @@
 """`stratdiff diffusion train --resume`, `diffusion fidelity` and `diffusion fidelity-curve` end to end
-(smoke scale, a 20k-row hopper-medium-replay-v5 built into a temporary folder)."""
+(smoke scale, small hopper-medium-replay-v5 and hopper-medium-v5 builds in a temporary folder)."""
 
 import json
 
@@ -14,6 +14,15 @@ def replay_dir(tmp_path_factory):
     from stratdiff.data.builders import build
 
     out, _, _ = build("hopper-medium-replay-v5", size=20_000, out=tmp_path_factory.mktemp("data") / "hmr")
+    return out
+
+
+@pytest.fixture(scope="module")
+def medium_dir(tmp_path_factory):
+    """A dataset whose true behaviour policy ships with the package (the medium SAC policy)."""
+    from stratdiff.data.builders import build
+
+    out, _, _ = build("hopper-medium-v5", size=3_000, out=tmp_path_factory.mktemp("data") / "hm")
     return out
 
 
@@ -37,16 +46,15 @@ def test_resume_equals_one_run(replay_dir, tmp_path, capsys):
     assert "seed" in capsys.readouterr().err
 
 
-def test_fidelity_and_curve(replay_dir, tmp_path, capsys):
+def test_fidelity_and_curve(medium_dir, tmp_path, capsys):
     model = tmp_path / "m"
-    assert _train(replay_dir, model, 20) == 0
+    assert _train(medium_dir, model, 20) == 0
     capsys.readouterr()
     rc = main(["diffusion", "fidelity", str(model), "--states", "24", "--samples", "4", "--chunk", "8",
                "--out", str(tmp_path / "f")])
     assert rc == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "f" / "fidelity.json").read_text())
-    assert result["dataset"] == "hopper-medium-replay-v5" and result["model_step"] == 20
-    assert result["reference"]["sac_run"] == "hopper-s0" and result["reference"]["max_updates_from_snapshot"] <= 50
+    assert result["dataset"] == "hopper-medium-v5" and result["model_step"] == 20
     s = result["summary"]
     assert s["states"] == 24 and s["samples_per_state"] == 4
     # an untrained model is far from the policy; the policy's own samples are not
@@ -57,7 +65,7 @@ def test_fidelity_and_curve(replay_dir, tmp_path, capsys):
     assert per_state["rows"].shape == (24,) and (tmp_path / "f" / "fidelity.png").is_file()
     assert main(["diffusion", "fidelity-curve", str(tmp_path / "f"), "--out", str(tmp_path / "c.png")]) == 0
     table = json.loads((tmp_path / "c.json").read_text())
-    assert table["hopper-medium-replay-v5"][0]["step"] == 20
+    assert table["hopper-medium-v5"][0]["step"] == 20
 
 
 def test_fidelity_needs_a_built_dataset(hopper_hdf5, tmp_path, capsys):
