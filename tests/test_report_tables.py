@@ -293,3 +293,16 @@ def test_regenerated_report_reproduces_the_committed_tables(study, tmp_path, mon
     report.write_report(f"{study}/runs", tmp_path / "out")
     for name in ("table_main.md", "table_iqm.md", "table_main.tex", "table_iqm.tex", "report.md"):
         assert (tmp_path / "out" / name).read_text() == (repo / study / "report" / name).read_text(), name
+
+
+def test_rliable_improvement_with_commas_in_method_labels(tmp_path):
+    """Column labels carry config variants ("m [a=1, b=2]"); probabilities and their figure must
+    not split a label at its commas."""
+    from stratdiff.experiments import rliable_stats
+
+    x, y = "iql", "stratdiff-iql [diffusion_steps=3000, support_states=4096]"
+    matrices = {x: np.array([[10.0], [20.0], [30.0]]), y: np.array([[40.0], [50.0], [60.0]])}
+    probs = rliable_stats.probability_of_improvement(matrices, reps=50, seed=0)
+    assert list(probs) == [(x, y)] and probs[(x, y)][0] == 0.0  # every iql run below every other
+    rliable_stats.plot_probability_of_improvement(probs, tmp_path / "poi.png", "title")
+    assert (tmp_path / "poi.png").stat().st_size > 0

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 METRICS = ("IQM", "mean", "optimality gap")
+PAIR = "\x1f"  # joins two method labels into rliable's pair key; labels may hold commas
 
 
 def score_matrices(scores: Mapping[str, Mapping[str, Sequence[float]]]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -123,12 +124,12 @@ def probability_of_improvement(matrices: Mapping[str, np.ndarray], reps: int, se
     from rliable import metrics
 
     pairs = improvement_pairs(list(matrices))
-    data = {f"{x},{y}": (matrices[x], matrices[y]) for x, y in pairs}
+    data = {f"{x}{PAIR}{y}": (matrices[x], matrices[y]) for x, y in pairs}
     points, intervals = _interval_estimates(data, metrics.probability_of_improvement, reps, seed, confidence)
     out = {}
     for x, y in pairs:
-        low, high = np.ravel(intervals[f"{x},{y}"])
-        out[(x, y)] = (float(np.ravel(points[f"{x},{y}"])[0]), float(low), float(high))
+        low, high = np.ravel(intervals[f"{x}{PAIR}{y}"])
+        out[(x, y)] = (float(np.ravel(points[f"{x}{PAIR}{y}"])[0]), float(low), float(high))
     return out
 
 
@@ -137,10 +138,10 @@ def plot_probability_of_improvement(probabilities: Mapping[tuple[str, str], tupl
     import matplotlib.pyplot as plt
     from rliable import plot_utils
 
-    estimates = {f"{x},{y}": p for (x, y), (p, _, _) in probabilities.items()}
-    intervals = {f"{x},{y}": np.array([lo, hi]) for (x, y), (_, lo, hi) in probabilities.items()}
+    estimates = {f"{x}{PAIR}{y}": p for (x, y), (p, _, _) in probabilities.items()}
+    intervals = {f"{x}{PAIR}{y}": np.array([lo, hi]) for (x, y), (_, lo, hi) in probabilities.items()}
     fig, ax = plt.subplots(figsize=(6, 1.2 + 0.5 * len(estimates)))
-    plot_utils.plot_probability_of_improvement(estimates, intervals, ax=ax)
+    plot_utils.plot_probability_of_improvement(estimates, intervals, pair_separator=PAIR, ax=ax)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110, bbox_inches="tight")  # room for the method names on both sides
     plt.close(fig)
