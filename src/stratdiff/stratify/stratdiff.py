@@ -174,14 +174,12 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
         return strat
 
     def offline_rows(self, batch_size: int) -> int | None:
-        """A bound on the offline-like samples per step: the sorted split places round(rho * B)
-        there and the exchange cap keeps the count between that and the batch's offline share
-        (None without stratification: every sample is offline-like)."""
+        """The offline-like samples per step, static: the sorted split, the exchange cap and
+        `split_by_source` all keep the batch's offline share `n_offline(B, rho)` there (one
+        rounding rule); None without stratification (every sample is offline-like)."""
         if not self.config.stratify:
             return None
-        with jax.ensure_compile_time_eval():
-            n_split = int(jnp.sum(~split_by_score(jnp.zeros((batch_size,)), self.rho)))
-        return max(n_split, n_offline(batch_size, self.rho))
+        return n_offline(batch_size, self.rho)
 
     # ---- Algorithm 1, lines 7-10
     def guided_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
