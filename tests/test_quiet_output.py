@@ -15,6 +15,8 @@ def test_making_half_cheetah_prints_no_settotalmass_warning(capfd, tmp_path, mon
     monkeypatch.chdir(tmp_path)  # MuJoCo's own handler would also write ./MUJOCO_LOG.TXT
     env = envs.make_env("HalfCheetah-v5")
     env.close()
+    envs.action_bounds.cache_clear()
+    assert envs.action_bounds("HalfCheetah-v5") is None  # reading the action space (dataset loading) makes one too
     out, err = capfd.readouterr()
     assert "settotalmass" not in out + err
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()

@@ -47,6 +47,48 @@ def test_g_recovers_a_known_gaussian_policy():
     assert int(g.step) == 1500
 
 
+def clipped_policy_samples(obs, key, m=8):
+    """Dimension 0: clip(1.5 + 0.3 N, -1, 1), on the bound for about 95% of draws (all M on it for
+    two thirds of the states); dimension 1: 0.5 tanh(s) + 0.1 N, never clipped."""
+    noise = jax.random.normal(key, (obs.shape[0], m, 2))
+    dim0 = jnp.clip(1.5 + 0.3 * noise[..., 0], -1.0, 1.0)
+    dim1 = 0.5 * jnp.tanh(obs[:, None, 0]) + 0.1 * noise[..., 1]
+    return jnp.stack([dim0, dim1], axis=-1)
+
+
+def test_fit_target_learns_the_floored_m_sample_fit_where_likelihood_learns_the_spread():
+    """Where guided samples pile up on a clip bound, the exact form's fitted sigma of M = 8 samples
+    is mostly the 1e-2 floor; g trained on `fit` predicts that (E log sigma_hat), g trained on
+    `likelihood` predicts the population spread, orders of magnitude wider."""
+    key = jax.random.PRNGKey(3)
+    obs_dim = 3
+    draws = clipped_policy_samples(jnp.zeros((20000, obs_dim)), jax.random.PRNGKey(9))
+    expected_log_fit = np.asarray(jnp.mean(jnp.log(jnp.maximum(draws.std(1), MIN_STD)), axis=0))
+    population_std = np.asarray(draws.reshape(-1, 2).std(0))
+    learned = {}
+    for target in ("likelihood", "fit"):
+        g = AmortisedScore.create(key, obs_dim, 2, (64, 64), lr=3e-3, target=target)
+
+        @jax.jit
+        def step(g, k):
+            k_obs, k_a = jax.random.split(k)
+            obs = jax.random.uniform(k_obs, (128, obs_dim), minval=-1.5, maxval=1.5)
+            return g.update(obs, clipped_policy_samples(obs, k_a))
+
+        for i in range(1500):
+            g, _ = step(g, jax.random.fold_in(key, i))
+        mean, std = g.mean_std(jnp.zeros((1, obs_dim)))
+        learned[target] = (np.asarray(mean[0]), np.log(np.asarray(std[0])))
+    assert population_std[0] > 0.03 and expected_log_fit[0] < np.log(population_std[0]) - 0.8
+    assert abs(learned["fit"][1][0] - expected_log_fit[0]) < 0.3
+    assert abs(learned["likelihood"][1][0] - np.log(population_std[0])) < 0.3
+    assert abs(learned["fit"][1][1] - expected_log_fit[1]) < 0.15  # the unclipped dimension: 8-sample fit
+    for target in learned:
+        assert abs(learned[target][0][1]) < 0.03 and abs(learned[target][0][0] - float(draws[..., 0].mean())) < 0.03
+    with pytest.raises(ValueError, match="amortised_target"):
+        AmortisedScore.create(key, obs_dim, 2, target="moments")
+
+
 def test_score_gaussian_is_the_gaussian_fit_kl_and_floors_sigma():
     actions = jnp.array([[0.1, -0.2]])
     guided = jnp.array([[[0.0, 0.0], [0.2, -0.4], [0.1, -0.2], [0.3, 0.1]]])
@@ -76,7 +118,7 @@ def _amortised(model, obs, guidance_scale=None, steps=600, **options):
 def test_pretrained_g_matches_the_behaviour_model_and_splits_like_the_exact_score(toy):
     model, agent, obs = toy
     strat, meta = _amortised(model, obs)
-    assert meta["nll"][-1] < meta["nll"][0] and meta["pool_states"] == 1024
+    assert meta["loss"][-1] < meta["loss"][0] and meta["pool_states"] == 1024
     # g's Gaussian against 64 of the behaviour model's own samples per state (on held-out states)
     probe = obs[-256:]
     mean, std = strat.amortised.mean_std(probe)
@@ -94,7 +136,7 @@ def test_pretrained_g_matches_the_behaviour_model_and_splits_like_the_exact_scor
     assert np.mean(np.asarray(exact[0]) == online_like) >= 0.85
     # one online step of g per call, on fresh guided samples; its loss is logged
     assert int(new.amortised.step) == int(strat.amortised.step) + 1 and int(new.calls) == 1
-    assert np.isfinite(float(metrics["strat/amortised_nll"])) and float(metrics["strat/amortised_nll"]) != 0.0
+    assert np.isfinite(float(metrics["strat/amortised_loss"])) and float(metrics["strat/amortised_loss"]) != 0.0
 
 
 def test_amortised_every_schedule_and_checkpoint_state(toy):
@@ -106,7 +148,7 @@ def test_amortised_every_schedule_and_checkpoint_state(toy):
     for i in range(4):
         strat, _, _, metrics = split(strat, agent, batch, jax.random.PRNGKey(30 + i))
         steps.append(int(strat.amortised.step))
-        losses.append(float(metrics["strat/amortised_nll"]))
+        losses.append(float(metrics["strat/amortised_loss"]))
     start = steps[0] - 1
     assert steps == [start + 1, start + 1, start + 2, start + 2]
     assert losses[0] == losses[1] and losses[2] == losses[3] and losses[2] != losses[0]
@@ -151,7 +193,7 @@ def test_stratdiff_iql_amortised_smoke_run_resumes_to_the_same_numbers(hopper_hd
             return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in csv.DictReader(f)]
 
     assert rows("killed") == rows("full")
-    assert "strat/amortised_nll" in rows("full")[-1]
+    assert "strat/amortised_loss" in rows("full")[-1]
     assert resumed["final_score"] == full["final_score"]
     # the split agreement reports the run's amortised score beside the exact default redrawn
     from stratdiff.commands.diffusion_similarity import main as similarity

@@ -237,3 +237,22 @@ def test_offline_rows_bounds_the_offline_like_count(toy):
         make_stratifier(model, obs, 1.0, exchange_cap=3), agent, toy_batch(jax.random.PRNGKey(9)),
         jax.random.PRNGKey(10))
     assert int(jnp.sum(~online_like)) <= strat.offline_rows(2 * N)
+
+
+def test_study_preset_is_the_200k_protocol_with_the_cpu_behaviour_model():
+    from stratdiff.diffusion import PRESETS
+    from stratdiff.methods import resolve_config
+    from stratdiff.stratify.stratdiff import SCALE_DEFAULTS
+
+    loco = resolve_config("stratdiff-iql", "halfcheetah-medium-v5", "HalfCheetah-v5", "study", 1)
+    ant = resolve_config("iql", "antmaze-umaze-diverse-v0", "antmaze-umaze-diverse-v0", "study", 1)
+    for cfg in (loco, ant):
+        assert (cfg.offline_steps, cfg.online_steps, cfg.rho, cfg.utd) == (300_000, 200_000, 0.5, 1)
+        assert (cfg.eval_every, cfg.checkpoint_every, cfg.online_warmup_steps) == (10_000, 10_000, 5000)
+    assert (loco.eval_episodes, ant.eval_episodes) == (10, 100)
+    assert PRESETS["study"] == PRESETS["cpu"]
+    cpu = dict(SCALE_DEFAULTS["cpu"])
+    study = dict(SCALE_DEFAULTS["study"])
+    for key in ("diffusion_steps", "support_states", "energy_pretrain_steps", "sampler_steps"):
+        assert study[key] == cpu[key]
+    assert (study["score"], study["amortised_every"], study["energy_every"]) == ("amortised", 8, 16)

@@ -351,7 +351,8 @@ def action_bounds(env_id: str) -> tuple[tuple[float, ...], tuple[float, ...]] | 
     spec = get_spec(env_id)
     if spec.maze is not None or spec.controller:
         return None
-    env = gym.make(env_id)
+    with _without_settotalmass_warning():
+        env = gym.make(env_id)
     space = env.action_space
     env.close()
     if not isinstance(space, gym.spaces.Box):

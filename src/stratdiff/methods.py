@@ -44,6 +44,7 @@ EDIS_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(rho=0.2, source=dict(refresh_every=100, pool_size=512)),
     "cpu": dict(rho=0.2, source=dict(refresh_every=5000, pool_size=20_000)),
     "paper": dict(rho=0.2, source=dict(refresh_every=10_000, pool_size=100_000)),
+    "study": dict(rho=0.2, source=dict(refresh_every=10_000, pool_size=20_000)),
 }
 EDIS_TASK_PRESETS: dict[str, dict[str, Any]] = {"antmaze": dict(rho=0.5)}
 
@@ -131,6 +132,17 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "default": dict(offline_steps=1_000_000, online_steps=200_000, online_warmup_steps=5000,
                         log_every=1000, eval_every=10_000, eval_episodes=10, checkpoint_every=50_000),
+    },
+    # The paper's online budget on a CPU (results/study-200k/): 200k online steps, rho = 0.5,
+    # UTD 1, evaluations every 10k online steps (10 episodes; 100 on AntMaze), the paper's 5k
+    # warm-up steps. Differences from `paper`: 300k offline steps instead of 1M (offline
+    # evaluations every 50k), checkpoints every 10k steps instead of 50k, and StratDiff's
+    # behaviour model, energy pretraining and online score at the `cpu` sizes
+    # (stratdiff.stratify.stratdiff.SCALE_DEFAULTS["study"], stratdiff.diffusion.PRESETS["study"]).
+    "study": {
+        "default": dict(offline_steps=300_000, online_steps=200_000, online_warmup_steps=5000,
+                        log_every=1000, eval_every=10_000, offline_eval_every=50_000, eval_episodes=10,
+                        checkpoint_every=10_000),
     },
 }
 

@@ -27,8 +27,9 @@ class DiffusionTrainArgs:
     """Dataset source: a D4RL HDF5 file, a Minari dataset folder or id, or a name built with `stratdiff data build`."""
     out: Path
     """Output folder (created; an existing model there is overwritten)."""
-    preset: Literal["smoke", "cpu", "paper"] = "cpu"
-    """Scale: smoke (seconds), cpu (20k steps at batch 256, support actions for 20k states), paper (600k x 4096)."""
+    preset: Literal["smoke", "cpu", "study", "paper"] = "cpu"
+    """Scale: smoke (seconds), cpu and study (20k steps at batch 256, support actions for 20k states), paper
+    (600k x 4096)."""
     seed: int = 0
     env: str | None = None
     """Environment id, when the dataset does not name one."""

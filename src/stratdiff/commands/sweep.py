@@ -30,7 +30,7 @@ class SweepArgs:
     out: Path
     """Sweep folder; runs go to OUT/ALGO/DATASET_NAME/seedN, the manifest to OUT/sweep.json."""
     seeds: tuple[int, ...] = (0, 1, 2)
-    preset: Literal["smoke", "cpu", "paper"] = "cpu"
+    preset: Literal["smoke", "cpu", "study", "paper"] = "cpu"
     env: str | None = None
     """Environment id for every run, where a dataset file does not name its environment."""
     workers: int = 1

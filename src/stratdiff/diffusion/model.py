@@ -173,6 +173,7 @@ PRESETS: dict[str, DiffusionConfig] = {
                              batch_size=64, train_steps=20, energy_batch_size=16, support_states=64,
                              sampler=SamplerConfig(steps=3)),
 }
+PRESETS["study"] = PRESETS["cpu"]  # the 200k-step study keeps the cpu behaviour model
 
 
 def _static():

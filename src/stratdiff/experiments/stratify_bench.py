@@ -12,8 +12,9 @@ environment step and the policy's action, shared by all, add about 0.5 ms per st
 run: each backbone's stratified update with a fixed split and no stratifier (Eq. 11-14's losses,
 IQL's Eq. 13 candidates, Cal-QL's regulariser on the gathered offline-like rows), and the
 backbone with the amortised score at the `cpu` and `paper` settings (g's online step on its
-default number of states included; g is untrained, which costs the same), with the ratios of
-each to the backbone alone and to the stratified update.
+default number of states included; g is untrained, which costs the same) and at the `study`
+preset's settings (a g step every 8th call, a CEP step every 16th), with the ratios of each to
+the backbone alone and to the stratified update.
 """
 
 from __future__ import annotations
@@ -145,12 +146,15 @@ def stratified_update_gflop(agent) -> float:
     return xla_gflop(jax.jit(lambda a, b: a.update(b, b.source == ONLINE, None, offline_rows=rows)), agent, batch)
 
 
+AMORTISED_SCALES = ("cpu", "paper", "study")  # study: SCALE_DEFAULTS["study"]'s cheaper g and CEP schedules
+
+
 def bench_with_amortised(seconds: float = 10.0) -> dict[str, float]:
     """`bench_online_step`, plus each backbone's stratified update without a stratifier and with
     the amortised score at the `cpu` and `paper` settings; ratios to the backbone alone
     (`..._ratio`) and to the stratified update (`..._ratio_to_stratified`)."""
     out = bench_online_step(seconds)
-    for scale in ("cpu", "paper"):
+    for scale in AMORTISED_SCALES:
         out |= {f"amortised_{scale}_settings_{k}": v
                 for k, v in amortised_gflop(_stratifier(scale, score="amortised")).items()}
     for name in ("iql", "calql"):
@@ -161,7 +165,7 @@ def bench_with_amortised(seconds: float = 10.0) -> dict[str, float]:
         out[f"{name}_stratified_update_gflop"] = stratified_update_gflop(agent)
         out[f"{name}_stratified_update_ms"] = stratified
         out[f"{name}_stratified_update_ratio"] = stratified / base
-        for scale in ("cpu", "paper"):
+        for scale in AMORTISED_SCALES:
             ms = _time(agent, _stratifier(scale, score="amortised"), seconds)
             out[f"stratdiff-{name}_amortised_{scale}_settings_ms"] = ms
             out[f"stratdiff-{name}_amortised_{scale}_settings_ratio"] = ms / base

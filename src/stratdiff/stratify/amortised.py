@@ -10,7 +10,13 @@ trained by maximum likelihood on guided samples from the current behaviour model
 
     L(g) = E_s E_{a ~ pi_guided(.|s)} sum_d [ log sigma_d(s) + (a_d - mu_d(s))^2 / (2 sigma_d(s)^2) ],
 
-and the score is Eq. 10's Gaussian KL with (mu, sigma) = g(s): one forward pass for the batch.
+or (`target="fit"`) by regression on the exact form's own fit of each state's M samples,
+
+    L_fit(g) = E_s sum_d [ (mu_d(s) - mean_d)^2 + (log sigma_d(s) - log max(std_d, 1e-2))^2 ],
+
+so that g predicts the M-sample mean and the floored M-sample spread that `gaussian_fit` would
+compute (where all M samples sit on a clip bound, the floor, which a likelihood fit never reaches);
+the score is Eq. 10's Gaussian KL with (mu, sigma) = g(s): one forward pass for the batch.
 g is pretrained offline, after CEP, on a pool of guided samples for dataset states (`pretrain`),
 and kept current online by one Adam step per update call (or every few calls) on fresh guided
 samples for a few of the batch's states (`AmortisedScore.update`). sigma is floored at the
@@ -32,6 +38,7 @@ from stratdiff.nn import MLP
 
 MIN_STD = 1e-2  # the exact gaussian_fit form's floor on the fitted sigma
 MAX_LOG_STD = 1.0  # sigma <= e: guided actions lie in [-1, 1]
+TARGETS = ("likelihood", "fit")  # g's training objective (module docstring)
 
 
 class AmortisedScore(flax.struct.PyTreeNode):
@@ -43,19 +50,27 @@ class AmortisedScore(flax.struct.PyTreeNode):
     act_dim: int = flax.struct.field(pytree_node=False)
     hidden_dims: tuple[int, ...] = flax.struct.field(pytree_node=False)
     lr: float = flax.struct.field(pytree_node=False)
+    target: str = flax.struct.field(pytree_node=False, default="likelihood")
 
     @classmethod
     def create(cls, key: jax.Array, obs_dim: int, act_dim: int, hidden_dims: Sequence[int] = (256, 256),
-               lr: float = 1e-3) -> AmortisedScore:
+               lr: float = 1e-3, target: str = "likelihood") -> AmortisedScore:
+        if target not in TARGETS:
+            raise ValueError(f"stratifier.amortised_target must be one of {TARGETS}, got {target!r}")
         hidden_dims = tuple(hidden_dims)
         params = _net(hidden_dims, act_dim).init(key, jnp.zeros((1, obs_dim), jnp.float32))
         return cls(params=params, opt_state=optax.adam(lr).init(params), step=jnp.zeros((), jnp.int32),
-                   act_dim=act_dim, hidden_dims=hidden_dims, lr=lr)
+                   act_dim=act_dim, hidden_dims=hidden_dims, lr=lr, target=target)
 
-    def mean_std(self, observations: jax.Array, params: dict | None = None) -> tuple[jax.Array, jax.Array]:
-        """(mu, sigma), each [n, act], for states [n, obs]."""
+    def mean_log_std(self, observations: jax.Array, params: dict | None = None) -> tuple[jax.Array, jax.Array]:
+        """g's raw outputs (mu, log sigma before the clip), each [n, act], for states [n, obs]."""
         out = _net(self.hidden_dims, self.act_dim).apply(self.params if params is None else params, observations)
         mean, log_std = jnp.split(out, 2, axis=-1)
+        return mean, log_std
+
+    def mean_std(self, observations: jax.Array, params: dict | None = None) -> tuple[jax.Array, jax.Array]:
+        """(mu, sigma), each [n, act], for states [n, obs]; sigma clipped to [MIN_STD, e]."""
+        mean, log_std = self.mean_log_std(observations, params)
         return mean, jnp.exp(jnp.clip(log_std, np.log(MIN_STD), MAX_LOG_STD))
 
     def nll(self, params: dict, observations: jax.Array, samples: jax.Array) -> jax.Array:
@@ -65,9 +80,23 @@ class AmortisedScore(flax.struct.PyTreeNode):
         z = (samples - mean[:, None]) / std[:, None]
         return jnp.mean(jnp.sum(jnp.log(std)[:, None] + 0.5 * z**2, axis=-1))
 
+    def fit_error(self, params: dict, observations: jax.Array, samples: jax.Array) -> jax.Array:
+        """Mean squared error (per state, summed over dimensions) of g's (mu, log sigma) against
+        the mean and floored standard deviation of `samples` [n, M, act], as `gaussian_fit` fits them.
+        The raw log sigma is regressed (the targets lie inside the clip), so its gradient never
+        vanishes at the floor."""
+        mean, log_std = self.mean_log_std(observations, params)
+        fit_mean = jnp.mean(samples, axis=1)
+        fit_log_std = jnp.log(jnp.maximum(jnp.std(samples, axis=1), MIN_STD))
+        return jnp.mean(jnp.sum((mean - fit_mean) ** 2 + (log_std - fit_log_std) ** 2, axis=-1))
+
+    def loss(self, params: dict, observations: jax.Array, samples: jax.Array) -> jax.Array:
+        """The training objective `target` names: `nll` or `fit_error`."""
+        return (self.nll if self.target == "likelihood" else self.fit_error)(params, observations, samples)
+
     def update(self, observations: jax.Array, samples: jax.Array) -> tuple[AmortisedScore, jax.Array]:
-        """One Adam step on `nll` -> (updated score, loss before the step)."""
-        loss, grads = jax.value_and_grad(self.nll)(self.params, observations, samples)
+        """One Adam step on `loss` -> (updated score, loss before the step)."""
+        loss, grads = jax.value_and_grad(self.loss)(self.params, observations, samples)
         updates, opt_state = optax.adam(self.lr).update(grads, self.opt_state, self.params)
         return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state,
                             step=self.step + 1), loss
@@ -137,4 +166,4 @@ def pretrain(score: AmortisedScore, model: BehaviourModel, observations: np.ndar
         losses.append(float(jnp.mean(loss)))
         if progress:
             progress("train", min((i + 1) * 200, steps), steps)
-    return score, {"pool_states": int(n), "nll": losses}
+    return score, {"pool_states": int(n), "target": score.target, "loss": losses}

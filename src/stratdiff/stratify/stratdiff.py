@@ -57,6 +57,7 @@ from stratdiff.diffusion import (
 )
 from stratdiff.progress import progress_bar
 from stratdiff.stratify import amortised as amortised_score
+from stratdiff.stratify.amortised import TARGETS as AMORTISED_TARGETS
 from stratdiff.stratify.amortised import AmortisedScore
 from stratdiff.stratify.split import (
     SCORES,
@@ -95,6 +96,7 @@ class StratDiffConfig:
     amortised_samples: int = 8  # guided samples per state in g's training targets
     amortised_every: int = 1  # one online step of g every this many update calls
     amortised_sampler_steps: int | None = None  # solver steps of g's training samples (None: the model's, 15)
+    amortised_target: str = "likelihood"  # g's objective: likelihood of the samples, or fit (their M-sample fit)
     # offline pretraining (None: from the run's scale preset)
     diffusion_steps: int | None = None  # behaviour-model training steps
     support_states: int | None = None  # dataset states that get K support actions (None: all)
@@ -107,6 +109,9 @@ class StratDiffConfig:
             raise ValueError("stratifier.amortised_every >= 1, amortised_states >= 1 and amortised_samples >= 2 "
                              f"required, got {self.amortised_every}, {self.amortised_states}, "
                              f"{self.amortised_samples}")
+        if self.amortised_target not in AMORTISED_TARGETS:
+            raise ValueError(f"stratifier.amortised_target must be one of {AMORTISED_TARGETS}, "
+                             f"got {self.amortised_target!r}")
         if self.exchange_cap is not None and self.exchange_cap < 0:
             raise ValueError(f"stratifier.exchange_cap must be >= 0, got {self.exchange_cap}")
         if self.energy_every < 1:
@@ -132,6 +137,10 @@ SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
                 sampler_steps=5, energy_every=4),
     "paper": dict(diffusion_steps=600_000, support_states=None, energy_pretrain_steps=100_000),
 }
+# `study` (results/study-200k/): the cpu sizes, with the amortised score (one g step on fresh
+# guided samples every 8th call) and a CEP step every 16th call, the cheapest settings measured:
+# at the exact score's cost a 200k-step run would take 7 h of both cores (docs/amortised-score.md).
+SCALE_DEFAULTS["study"] = dict(SCALE_DEFAULTS["cpu"], score="amortised", amortised_every=8, energy_every=16)
 
 
 class StratDiffStratifier(flax.struct.PyTreeNode):
@@ -209,7 +218,7 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
 
     def amortised_step(self, observations: jax.Array, key: jax.Array, call: jax.Array):
         """g's online step on the `amortised_every` schedule (update call number `call`): guided
-        samples for `amortised_states` of `observations`, one Adam step on their likelihood."""
+        samples for `amortised_states` of `observations`, one Adam step on g's objective."""
         cfg = self.config
 
         def update(strat):
@@ -235,7 +244,7 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
             strat = strat.amortised_step(obs, k_guided, self.calls)
             mean, std = strat.amortised.mean_std(obs)
             scores = score_gaussian(batch.actions.reshape(u * b, -1), mean, std, self.config.sigma0).reshape(u, b)
-            metrics["strat/amortised_nll"] = strat.amortised_loss
+            metrics["strat/amortised_loss"] = strat.amortised_loss
         else:
             guided = strat.guided_actions(obs, k_guided)
             scores = alignment_score(self.config.score, batch.actions.reshape(u * b, -1), guided,
@@ -378,9 +387,15 @@ def _build_amortised(folder: Path, cfg: StratDiffConfig, model: BehaviourModel, 
     """g pretrained on guided samples for `amortised_pool_states` dataset states, after CEP;
     saved to RUN/behaviour/amortised.msgpack (loaded from there when present)."""
     k_init, k_pool, k_train = jax.random.split(key, 3)
-    g = AmortisedScore.create(k_init, model.obs_dim, model.action_dim, cfg.amortised_hidden_dims, cfg.amortised_lr)
+    g = AmortisedScore.create(k_init, model.obs_dim, model.action_dim, cfg.amortised_hidden_dims, cfg.amortised_lr,
+                              cfg.amortised_target)
     path = folder / "amortised.msgpack"
     if path.is_file():
+        meta_path = folder / "amortised.json"
+        saved = json.loads(meta_path.read_text()).get("target", "likelihood") if meta_path.is_file() else None
+        if saved is not None and saved != cfg.amortised_target:
+            raise ValueError(f"{path} was trained with stratifier.amortised_target={saved}, this run asks for "
+                             f"{cfg.amortised_target}; remove it to pretrain again")
         try:
             state = flax.serialization.from_bytes(g.state_dict(), path.read_bytes())
         except Exception as e:
