@@ -136,9 +136,10 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
     # The paper's online budget on a CPU (results/study-200k/): 200k online steps, rho = 0.5,
     # UTD 1, evaluations every 10k online steps (10 episodes; 100 on AntMaze), the paper's 5k
     # warm-up steps. Differences from `paper`: 300k offline steps instead of 1M (offline
-    # evaluations every 50k), checkpoints every 10k steps instead of 50k, and StratDiff's
-    # behaviour model, energy pretraining and online score at the `cpu` sizes
-    # (stratdiff.stratify.stratdiff.SCALE_DEFAULTS["study"], stratdiff.diffusion.PRESETS["study"]).
+    # evaluations every 50k), checkpoints every 10k steps instead of 50k, StratDiff's behaviour
+    # model and energy pretraining at the `cpu` sizes, and its online split by the amortised
+    # score, g and CEP on cheaper schedules (stratdiff.stratify.stratdiff.SCALE_DEFAULTS["study"],
+    # stratdiff.diffusion.PRESETS["study"]; results/study-200k/README.md lists every difference).
     "study": {
         "default": dict(offline_steps=300_000, online_steps=200_000, online_warmup_steps=5000,
                         log_every=1000, eval_every=10_000, offline_eval_every=50_000, eval_episodes=10,
