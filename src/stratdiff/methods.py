@@ -1,7 +1,7 @@
 """Methods (backbone x stratifier x batch source), run configs and presets.
 
 A method name such as `stratdiff-iql` is only a registered combination; the
-runner never branches on it. Presets are data: a *scale* (`smoke`, `cpu`,
+runner never branches on it. Presets are data: a *scale* (`smoke`, `cpu`, `study`,
 `paper`: how many steps, how often to evaluate) and a *task kind*
 (`locomotion` or `antmaze`, read from the environment's EnvSpec) whose values
 are the paper's Tables 2-4. User overrides (`--set key=value`) come last.
