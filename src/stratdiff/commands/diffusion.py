@@ -174,10 +174,6 @@ def main(argv: list[str]) -> int:
     from stratdiff.data import DatasetError
     from stratdiff.envs import UnknownEnvError
 
-    try:
-        summary = run(args)
-    except (DatasetError, UnknownEnvError, ValueError) as e:
-        print(f"stratdiff diffusion train: error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=2))
-    return 0
+    from stratdiff.commands import run_and_print
+
+    return run_and_print("stratdiff diffusion train", lambda: run(args), (DatasetError, UnknownEnvError, ValueError))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -149,14 +148,13 @@ def plot_fidelity(per_state: dict[str, np.ndarray], path: Path, title: str) -> P
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(FidelityArgs, args=argv, prog="stratdiff diffusion fidelity")
+    prog = "stratdiff diffusion fidelity"
+    args = tyro.cli(FidelityArgs, args=argv, prog=prog)
+    from stratdiff.commands import run_and_print
     from stratdiff.errors import user_errors
 
-    try:
-        result = run(args)
-    except (*user_errors(), ValueError, FileNotFoundError) as e:
-        print(f"stratdiff diffusion fidelity: error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({k: v for k, v in result.items() if k not in ("summary", "reference")} | {
-        "median": {k: v["median"] for k, v in result["summary"].items() if isinstance(v, dict)}}, indent=2))
-    return 0
+    def shown(result):
+        return {k: v for k, v in result.items() if k not in ("summary", "reference")} | {
+            "median": {k: v["median"] for k, v in result["summary"].items() if isinstance(v, dict)}}
+
+    return run_and_print(prog, lambda: run(args), (*user_errors(), ValueError, FileNotFoundError), shown)

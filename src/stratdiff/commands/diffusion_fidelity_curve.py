@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -107,11 +106,8 @@ def run(args: CurveArgs) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(CurveArgs, args=argv, prog="stratdiff diffusion fidelity-curve")
-    try:
-        result = run(args)
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
-        print(f"stratdiff diffusion fidelity-curve: error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2))
-    return 0
+    prog = "stratdiff diffusion fidelity-curve"
+    args = tyro.cli(CurveArgs, args=argv, prog=prog)
+    from stratdiff.commands import run_and_print
+
+    return run_and_print(prog, lambda: run(args), (FileNotFoundError, KeyError, json.JSONDecodeError))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -52,13 +51,9 @@ def run(args: SimilarityArgs) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(SimilarityArgs, args=argv, prog="stratdiff diffusion similarity")
+    prog = "stratdiff diffusion similarity"
+    args = tyro.cli(SimilarityArgs, args=argv, prog=prog)
+    from stratdiff.commands import run_and_print
     from stratdiff.errors import user_errors
 
-    try:
-        result = run(args)
-    except (*user_errors(), ValueError, FileNotFoundError) as e:
-        print(f"stratdiff diffusion similarity: error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2))
-    return 0
+    return run_and_print(prog, lambda: run(args), (*user_errors(), ValueError, FileNotFoundError))

@@ -139,7 +139,7 @@ SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # `study` (results/study-200k/): the cpu sizes, with the amortised score (one g step on fresh
 # guided samples every 8th call) and a CEP step every 16th call, the cheapest settings measured:
-# at the exact score's cost a 200k-step run would take 7 h of both cores (docs/amortised-score.md).
+# with the exact score (194 ms per update, docs/speed.md) its 200k online steps would take ~11 h.
 SCALE_DEFAULTS["study"] = dict(SCALE_DEFAULTS["cpu"], score="amortised", amortised_every=8, energy_every=16)
 
 
