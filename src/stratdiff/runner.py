@@ -160,6 +160,7 @@ class Runner:
         self.method = METHODS[cfg.algo]
         try:
             sources.check(self.method.batch_source, cfg)  # bad source options fail before the offline phase
+            stratify.check(self.method.stratifier, cfg)  # and bad stratifier options
         except ValueError as e:
             raise RunError(str(e)) from None
         self.dataset = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.env)

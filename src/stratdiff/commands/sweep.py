@@ -49,6 +49,9 @@ class SweepArgs:
     split_by_source: bool = False
     """StratDiff: offline-buffer samples offline-like, online-buffer samples online-like, no score split
     (Table 8, the other reading; see docs/paper.md)."""
+    random_split: bool = False
+    """StratDiff: split each batch uniformly at random, rho of it offline-like, instead of by the score: a
+    control of this project, not in the paper; no behaviour model is trained (stratifier.score=random)."""
     no_online_expectile: bool = False
     """StratDiff-IQL (Table 6): the symmetric squared value loss on online-like samples (Eq. 14 bounded)."""
     exchange_cap: int | None = None

@@ -46,6 +46,9 @@ class TrainArgs:
     split_by_source: bool = False
     """StratDiff: offline-buffer samples offline-like, online-buffer samples online-like, no score split
     (Table 8, the other reading; see docs/paper.md)."""
+    random_split: bool = False
+    """StratDiff: split each batch uniformly at random, rho of it offline-like, instead of by the score: a
+    control of this project, not in the paper; no behaviour model is trained (stratifier.score=random)."""
     no_online_expectile: bool = False
     """StratDiff-IQL (Table 6): no expectile on online-like samples, the symmetric squared loss (Eq. 14
     bounded; --set agent.online_value_loss=linear: Eq. 14's literal Q - V term, unbounded)."""
@@ -74,6 +77,8 @@ def overrides_from(args: TrainArgs) -> dict:
         out["stratifier.stratify"] = False
     if args.split_by_source:
         out["stratifier.split_by_source"] = True
+    if args.random_split:
+        out["stratifier.score"] = "random"
     if args.no_online_expectile:
         out["agent.online_value_loss"] = "symmetric"
     if args.exchange_cap is not None:

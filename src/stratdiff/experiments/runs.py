@@ -32,7 +32,8 @@ IDENTITY_KEYS = ("algo", "dataset", "env", "seed", "reuse_offline_from")
 # only when runs of several scales are read together.
 SCALE_KEYS = ("preset", "offline_steps", "online_steps", "online_warmup_steps", "log_every", "eval_every",
               "offline_eval_every", "eval_episodes", "checkpoint_every", "batch_size")
-# The paper's ablations (Tables 5-8, Figure 4): labels for a value of each setting.
+# The paper's ablations (Tables 5-8, Figure 4) and the random-split control: labels for a value of
+# each setting.
 ABLATION_LABELS: dict[str, Any] = {
     "utd": lambda v: f"UTD={v}",
     "rho": lambda v: f"rho={v}",
@@ -43,6 +44,9 @@ ABLATION_LABELS: dict[str, Any] = {
                                           "symmetric": "w/o expectile (Eq. 14, tau=0.5)",
                                           "linear": "w/o expectile (Eq. 14 literal)"}.get(v, f"online_value_loss={v}"),
     "stratifier.split_by_source": lambda v: "split by source" if v else "split by score",
+    # this project's control (--random-split) against the preset's score ("default": the value a
+    # table's default column gets, tables._default_value); other scores read as score=NAME
+    "stratifier.score": lambda v: {"random": "random split", "default": "split by score"}.get(v, f"score={v}"),
 }
 # Defaults of those settings, used when a run's default config cannot be resolved (an
 # unregistered method or environment) and for nested fields that configs leave unset.

@@ -11,7 +11,8 @@ restores the saved state against `state_dict()`'s structure before passing it in
 losses. `stratifier.offline_rows(batch_size)` is a static bound on the number of
 offline-like samples per step (None: no bound); the runner passes it on to the agent's
 update as `offline_rows` (Cal-QL computes its regulariser on those rows only).
-Stratifiers are built by `build(name, context)` after the offline phase.
+Stratifiers are built by `build(name, context)` after the offline phase; `check(name,
+run_config)` validates a run's stratifier options before it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,22 @@ def _build_stratdiff(context: dict[str, Any]):
 STRATIFIERS: dict[str, Callable[[dict[str, Any]], Any]] = {"none": _build_none, "stratdiff": _build_stratdiff}
 
 
+def _check_none(run_config) -> None:
+    """No options; `stratifier.*` values are ignored, as source options are for methods without
+    a batch source of their own (a sweep may pass the same --set to several methods)."""
+    del run_config
+
+
+def _check_stratdiff(run_config) -> None:
+    from stratdiff.stratify.stratdiff import stratifier_config
+
+    stratifier_config(run_config)
+
+
+# name -> check(run_config): raises ValueError for bad stratifier options before any training
+CHECKS: dict[str, Callable[[Any], None]] = {"none": _check_none, "stratdiff": _check_stratdiff}
+
+
 def _stratdiff_dataset_values(options, dataset_name, kind):
     from stratdiff.stratify.stratdiff import dataset_values
 
@@ -75,6 +92,13 @@ def dataset_values(name: str, options: dict[str, Any], dataset_name: str, kind: 
     if name not in DATASET_VALUES:
         return {}, None
     return DATASET_VALUES[name](options, dataset_name, kind)
+
+
+def check(name: str, run_config) -> None:
+    """Validate the run's `stratifier` options for stratifier `name` (ValueError naming the option)."""
+    if name not in CHECKS:
+        raise ValueError(f"unknown stratifier {name!r} (known: {', '.join(CHECKS)})")
+    CHECKS[name](run_config)
 
 
 def build(name: str, context: dict[str, Any]):

@@ -16,6 +16,10 @@ actions is computed. Two documented forms are offered:
   KL = ||a_i − â_i||² / (2 σ0²), which ranks like the squared distance.
 
 Lower scores mean better alignment with the (guided) offline behaviour.
+
+`random_scores` is the control `stratifier.score=random` (this project's, not the paper's): a
+uniformly random ranking of each minibatch, so that `split_by_score` draws the offline-like
+samples uniformly at random with the sorted split's size; `random_split` is that split.
 """
 
 from __future__ import annotations
@@ -64,11 +68,26 @@ def alignment_score(kind: str, actions: jax.Array, guided: jax.Array, sigma0: fl
 def split_by_score(scores: jax.Array, rho: float) -> jax.Array:
     """Sort the batch by score: the lowest n_offline(N, ρ) samples (round(ρ·N), halves up, the
     rule that sizes a batch's offline part) are offline-like (b_off), the rest online-like
-    (b_on). Returns `online_like` (bool [N]); ties break by position."""
+    (b_on). Returns `online_like` (bool [..., N]: each row of `scores` [..., N] split on its
+    own); ties break by position."""
     n = scores.shape[-1]
     n_off = n_offline(n, rho)
     rank = jnp.argsort(jnp.argsort(scores, stable=True), stable=True)
     return rank >= n_off
+
+
+def random_scores(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Scores that rank each row (the last axis) in a uniformly random order: an independent
+    random permutation of 0..N-1 per row, as float32, so no two samples of a row tie."""
+    ranks = jnp.broadcast_to(jnp.arange(shape[-1], dtype=jnp.float32), shape)
+    return jax.random.permutation(key, ranks, axis=-1, independent=True)
+
+
+def random_split(key: jax.Array, utd: int, batch: int, rho: float) -> jax.Array:
+    """`online_like` (bool [utd, batch]): in each row n_offline(batch, ρ) samples, drawn
+    uniformly at random, are offline-like and the rest online-like (`split_by_score` on
+    `random_scores`), whatever the samples' sources and actions."""
+    return split_by_score(random_scores(key, (utd, batch)), rho)
 
 
 def cap_exchange(online_like: jax.Array, scores: jax.Array, from_online: jax.Array,

@@ -23,6 +23,16 @@ Online (`split`, inside jit, once per update call; Algorithm 1 lines 7-10):
      b_on (the scores are logged, the exchange count is 0 by construction). Both are readings
      of Table 8's "w/o stratification" (docs/paper.md).
 Optionally `next_candidates` behaviour-model actions at s' join IQL's online max-target (Eq. 13).
+
+`score=random` (`--random-split`, a control of this project, not in the paper): each minibatch
+is split uniformly at random, n_offline(B, rho) samples offline-like and the rest online-like
+(`stratify.split.random_scores` in place of step 3's scores, then step 4 as it is: the sorted
+split, the exchange cap, the exchange counts), so that a run with it asks whether the
+energy-guided score chooses the online-loss samples better than chance. `build` then returns
+a `RandomSplitStratifier`: no behaviour model, support actions, energy or amortised g is
+trained (nothing is written to RUN/behaviour), and an online update costs the stratified
+backbone update only. The options that need the model or the score (`--no-energy`,
+`--split-by-source`, `--no-stratification`, `next_candidates`) are refused with it.
 """
 
 from __future__ import annotations
@@ -64,17 +74,22 @@ from stratdiff.stratify.split import (
     alignment_score,
     cap_exchange,
     exchange_stats,
+    random_scores,
     score_gaussian,
     split_by_score,
 )
 from stratdiff.types import ONLINE
 
 
+SCORE_OPTIONS = (*SCORES, "amortised", "random")  # stratifier.score
+
+
 @dataclasses.dataclass(frozen=True)
 class StratDiffConfig:
     """The stratifier's options (`--set stratifier.FIELD=VALUE`); None fields come from the scale preset."""
 
-    score: str = "gaussian_fit"  # Eq. 10 form: gaussian_fit (M guided samples), fixed_sigma (one), amortised
+    score: str = "gaussian_fit"  # Eq. 10 form: gaussian_fit (M guided samples), fixed_sigma (one), amortised;
+    # or random: a uniformly random split, no behaviour model (this project's control, --random-split)
     num_guided: int = 8  # M guided actions per state for gaussian_fit (fixed_sigma uses 1)
     sigma0: float = 0.01  # width of the Gaussian read around a_i; small, so gaussian_fit ~ NLL of a_i under N(mu, sigma)
     guidance: bool = True  # False: unguided behaviour model, no energy (Figure 4, --no-energy)
@@ -103,8 +118,17 @@ class StratDiffConfig:
     energy_pretrain_steps: int | None = None  # CEP steps against the pretrained critic
 
     def __post_init__(self):
-        if self.score not in (*SCORES, "amortised"):
-            raise ValueError(f"stratifier.score must be one of {(*SCORES, 'amortised')}, got {self.score!r}")
+        if self.score not in SCORE_OPTIONS:
+            raise ValueError(f"stratifier.score must be one of {SCORE_OPTIONS}, got {self.score!r}")
+        if self.score == "random":
+            clashes = [option for option, clash in (
+                ("stratifier.guidance=false (--no-energy)", not self.guidance),
+                ("stratifier.split_by_source=true (--split-by-source)", self.split_by_source),
+                ("stratifier.stratify=false (--no-stratification)", not self.stratify),
+                (f"stratifier.next_candidates={self.next_candidates}", self.next_candidates > 0)) if clash]
+            if clashes:
+                raise ValueError("stratifier.score=random (--random-split) splits at random, without a behaviour "
+                                 f"model or score: it excludes {', '.join(clashes)}")
         if self.amortised_every < 1 or self.amortised_states < 1 or self.amortised_samples < 2:
             raise ValueError("stratifier.amortised_every >= 1, amortised_states >= 1 and amortised_samples >= 2 "
                              f"required, got {self.amortised_every}, {self.amortised_states}, "
@@ -183,12 +207,7 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
         return strat
 
     def offline_rows(self, batch_size: int) -> int | None:
-        """The offline-like samples per step, static: the sorted split, the exchange cap and
-        `split_by_source` all keep the batch's offline share `n_offline(B, rho)` there (one
-        rounding rule); None without stratification (every sample is offline-like)."""
-        if not self.config.stratify:
-            return None
-        return n_offline(batch_size, self.rho)
+        return offline_like_rows(self.config, self.rho, batch_size)
 
     # ---- Algorithm 1, lines 7-10
     def guided_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
@@ -250,21 +269,14 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
             scores = alignment_score(self.config.score, batch.actions.reshape(u * b, -1), guided,
                                      self.config.sigma0).reshape(u, b)
         from_online = batch.source == ONLINE
-        if self.config.split_by_source:
-            online_like = from_online
-        else:
-            online_like = jax.vmap(lambda s: split_by_score(s, self.rho))(scores)
-            online_like = jax.vmap(lambda o, s, f: cap_exchange(o, s, f, self.config.exchange_cap))(
-                online_like, scores, from_online)
-        metrics.update({k: v / u for k, v in exchange_stats(online_like, from_online).items()})
+        online_like, exchange = strata(self.config, self.rho, scores, from_online)
+        metrics.update(exchange)
         n_online = jnp.maximum(jnp.sum(from_online), 1)
         n_offline = jnp.maximum(jnp.sum(~from_online), 1)
         metrics["strat/score_offline_mean"] = jnp.sum(jnp.where(from_online, 0.0, scores)) / n_offline
         metrics["strat/score_online_mean"] = jnp.sum(jnp.where(from_online, scores, 0.0)) / n_online
         metrics["strat/score_offline_median"] = jnp.nanmedian(jnp.where(from_online, jnp.nan, scores))
         metrics["strat/score_online_median"] = jnp.nanmedian(jnp.where(from_online, scores, jnp.nan))
-        if not self.config.stratify:
-            online_like = jnp.zeros_like(online_like)
         next_candidates = None
         if self.config.next_candidates:
             nobs = batch.next_observations.reshape(u * b, -1)
@@ -272,6 +284,58 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
                            num_samples=self.config.next_candidates, sampler=self.sampler)
             next_candidates = cands.reshape(u, b, self.config.next_candidates, -1)
         return strat, online_like, next_candidates, metrics
+
+
+class RandomSplitStratifier(flax.struct.PyTreeNode):
+    """`score=random`: each minibatch split uniformly at random (`random_scores`), then `strata`
+    as for StratDiff's scores. No model and no state that changes online: each call's
+    randomness comes from its key, so a checkpoint holds nothing of it."""
+
+    config: StratDiffConfig = flax.struct.field(pytree_node=False)
+    rho: float = flax.struct.field(pytree_node=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> RandomSplitStratifier:
+        del state
+        return self
+
+    def offline_rows(self, batch_size: int) -> int | None:
+        return offline_like_rows(self.config, self.rho, batch_size)
+
+    def split(self, agent, batch, key):
+        del agent
+        scores = random_scores(key, batch.actions.shape[:2])
+        online_like, metrics = strata(self.config, self.rho, scores, batch.source == ONLINE)
+        return self, online_like, None, metrics
+
+
+def strata(config: StratDiffConfig, rho: float, scores: jax.Array,
+           from_online: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Algorithm 1 line 10 on scores [utd, B]: in each minibatch the lowest n_offline(B, rho)
+    scores offline-like, the rest online-like, then the exchange cap; with `split_by_source`
+    the source buffers instead. Returns `online_like` (all False without stratification) and
+    the exchange counts per minibatch of the split (made, and logged, either way)."""
+    if config.split_by_source:
+        online_like = from_online
+    else:
+        online_like = jax.vmap(lambda s: split_by_score(s, rho))(scores)
+        online_like = jax.vmap(lambda o, s, f: cap_exchange(o, s, f, config.exchange_cap))(
+            online_like, scores, from_online)
+    metrics = {k: v / scores.shape[0] for k, v in exchange_stats(online_like, from_online).items()}
+    if not config.stratify:
+        online_like = jnp.zeros_like(online_like)
+    return online_like, metrics
+
+
+def offline_like_rows(config: StratDiffConfig, rho: float, batch_size: int) -> int | None:
+    """The offline-like samples per step, static: the sorted split, the exchange cap and
+    `split_by_source` all keep the batch's offline share `n_offline(B, rho)` there (one
+    rounding rule); None without stratification (every sample is offline-like)."""
+    if not config.stratify:
+        return None
+    return n_offline(batch_size, rho)
 
 
 def _pretrain(context: dict[str, Any], cfg: StratDiffConfig, model: BehaviourModel, obs: np.ndarray,
@@ -319,8 +383,9 @@ def dataset_values(options: dict[str, Any], dataset_name: str, kind: str) -> tup
     """The per-dataset values (Table 4's guidance scale s, Appendix B.3's K) for a dataset the
     paper's table does not list, e.g. a user's own file: the task kind's defaults
     (`TASK_KIND_DEFAULTS`) for the options left unset, and one line saying which values were
-    taken and why. ({}, None) for a listed dataset or when both are set."""
-    if dataset_defaults(dataset_name) is not None:
+    taken and why. ({}, None) for a listed dataset, when both are set, or for score=random
+    (which uses neither)."""
+    if options.get("score") == "random" or dataset_defaults(dataset_name) is not None:
         return {}, None
     if kind not in TASK_KIND_DEFAULTS:
         raise ValueError(f"no per-dataset defaults for task kind {kind!r} (known: {', '.join(TASK_KIND_DEFAULTS)})")
@@ -334,22 +399,31 @@ def dataset_values(options: dict[str, Any], dataset_name: str, kind: str) -> tup
                     f"scales, Appendix B.3's K); set them with --set stratifier.guidance_scale=S")
 
 
-def build(context: dict[str, Any]) -> StratDiffStratifier:
-    """Build (or, when RUN/behaviour exists, load) the stratifier for a run."""
-    run = context["config"]
-    scale = SCALE_DEFAULTS.get(run.preset, SCALE_DEFAULTS["cpu"])
-    options = {**scale, **run.stratifier}
-    dataset, normalizer = context["dataset"], context["normalizer"]
-    name = dataset.info.name or run.dataset
-    values, note = dataset_values(options, name, context["task_kind"])  # the runner records them first
-    if note:
-        print(f"[stratdiff] {note}", flush=True)
-    options.update(values)
+def stratifier_config(run) -> StratDiffConfig:
+    """A run's stratifier options: its scale's `SCALE_DEFAULTS`, then its `stratifier` overrides
+    (`RunConfig.stratifier`); ValueError naming a bad or unknown option. The runner checks them
+    with this before the offline phase."""
+    options = {**SCALE_DEFAULTS.get(run.preset, SCALE_DEFAULTS["cpu"]), **run.stratifier}
     try:
-        cfg = StratDiffConfig(**options)
+        return StratDiffConfig(**options)
     except TypeError as e:
         names = ", ".join(f.name for f in dataclasses.fields(StratDiffConfig))
         raise ValueError(f"stratifier options: {e} (valid: {names})") from None
+
+
+def build(context: dict[str, Any]) -> StratDiffStratifier | RandomSplitStratifier:
+    """Build (or, when RUN/behaviour exists, load) the stratifier for a run; with score=random
+    the random split, and nothing is trained or written."""
+    run = context["config"]
+    cfg = stratifier_config(run)
+    if cfg.score == "random":
+        return RandomSplitStratifier(config=cfg, rho=run.rho)
+    dataset, normalizer = context["dataset"], context["normalizer"]
+    name = dataset.info.name or run.dataset
+    values, note = dataset_values(dataclasses.asdict(cfg), name, context["task_kind"])  # the runner records them first
+    if note:
+        print(f"[stratdiff] {note}", flush=True)
+    cfg = dataclasses.replace(cfg, **values)
     diff_cfg = DIFFUSION_PRESETS[run.preset] if run.preset in DIFFUSION_PRESETS else DIFFUSION_PRESETS["cpu"]
     diff_cfg = dataclasses.replace(diff_cfg, train_steps=cfg.diffusion_steps, guidance_scale=cfg.guidance_scale,
                                    num_support=cfg.num_support)
