@@ -146,7 +146,7 @@ def test_amortised_every_schedule_and_checkpoint_state(toy):
     batch = toy_batch(jax.random.PRNGKey(9))
     steps, losses = [], []
     for i in range(4):
-        strat, _, _, metrics = split(strat, agent, batch, jax.random.PRNGKey(30 + i))
+        strat, _, _, metrics = split(strat.scheduled(), agent, batch, jax.random.PRNGKey(30 + i))
         steps.append(int(strat.amortised.step))
         losses.append(float(metrics["strat/amortised_loss"]))
     start = steps[0] - 1
@@ -201,5 +201,6 @@ def test_stratdiff_iql_amortised_smoke_run_resumes_to_the_same_numbers(hopper_hd
 
     assert similarity([str(tmp_path / "full"), "--states", "32", "--batches", "1"]) == 0
     agreement = json.loads((tmp_path / "full" / "similarity.json").read_text())["split_agreement"]
-    assert 0.0 <= agreement[AMORTISED_VARIANT] <= 1.0 and agreement["samples"] == 32
-    assert "gaussian_fit M=8, 15 steps, other noise" in agreement
+    row = agreement["settings"][AMORTISED_VARIANT]
+    assert 0.0 <= row["reference"] <= 1.0 and 0.0 <= row["self"] <= 1.0 and agreement["samples"] == 32
+    assert "gaussian_fit M=8, 15 steps (default)" in agreement["settings"]

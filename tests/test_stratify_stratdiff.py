@@ -119,8 +119,8 @@ def test_energy_every_updates_the_energy_on_schedule_only(toy):
     steps, losses, ref_steps = [], [], []
     for i in range(5):
         key = jax.random.PRNGKey(20 + i)
-        strat, _, _, metrics = split(strat, agent, batch, key)
-        every_call, _, _, _ = split(every_call, agent, batch, key)
+        strat, _, _, metrics = split(strat.scheduled(), agent, batch, key)
+        every_call, _, _, _ = split(every_call.scheduled(), agent, batch, key)
         steps.append(int(strat.model.energy_step))
         ref_steps.append(int(every_call.model.energy_step))
         losses.append(float(metrics["strat/cep_loss"]))
@@ -167,10 +167,13 @@ def test_stratdiff_iql_killed_and_resumed_matches_uninterrupted(hopper_hdf5, tmp
     result = json.loads((tmp_path / "full" / "similarity.json").read_text())
     assert set(result["figure2"]) == {"offline policy", "diffusion", "guided diffusion"}
     agreement = result["split_agreement"]
-    assert agreement["gaussian_fit M=8, 15 steps (default)"] == 1.0 and agreement["samples"] == 32
-    assert {"gaussian_fit M=8, 15 steps, other noise", "default, energy 4 CEP steps behind",
-            "default, energy 16 CEP steps behind"} <= set(agreement)
-    assert all(0.0 <= v <= 1.0 for k, v in agreement.items() if k not in ("samples", "online_buffer"))
+    settings = agreement["settings"]
+    assert agreement["reference"] == "gaussian_fit M=64, 15 steps (reference)" and agreement["samples"] == 32
+    assert settings[agreement["reference"]]["reference"] == 1.0  # its first draw is the reference
+    assert {"gaussian_fit M=8, 15 steps (default)", "fixed_sigma, 5 steps", "random split"} <= set(settings)
+    assert set(agreement["energy_lag"]) == {"reference, energy 4 CEP steps on", "reference, energy 16 CEP steps on"}
+    values = [v for row in settings.values() for v in row.values()] + list(agreement["energy_lag"].values())
+    assert all(0.0 <= v <= 1.0 for v in values) and 0.0 <= agreement["source_match"] <= 1.0
     assert (tmp_path / "full" / "similarity.png").stat().st_size > 1000
     assert similarity([str(tmp_path / "nothing-here")]) == 1
 
@@ -255,4 +258,5 @@ def test_study_preset_is_the_200k_protocol_with_the_cpu_behaviour_model():
     study = dict(SCALE_DEFAULTS["study"])
     for key in ("diffusion_steps", "support_states", "energy_pretrain_steps", "sampler_steps"):
         assert study[key] == cpu[key]
-    assert (study["score"], study["amortised_every"], study["energy_every"]) == ("amortised", 8, 16)
+    assert (study["score"], study["amortised_every"], study["amortised_sampler_steps"], study["energy_every"]) == (
+        "amortised", 8, 5, 32)

@@ -119,9 +119,13 @@ def _offline_chunk(agent, buffer, key, n: int, batch_size: int):
     return jax.lax.scan(body, agent, jax.random.split(key, n))
 
 
-@jax.jit
+@partial(jax.jit, donate_argnums=(1,))
 def _online_update(agent, stratifier, batch, key):
-    """Algorithm 1 lines 7-12: split the batch (stratifier), then the backbone's update."""
+    """Algorithm 1 lines 7-12: split the batch (stratifier), then the backbone's update.
+
+    The stratifier's buffers are donated, so its tables that do not change online (support
+    actions, the behaviour model) are handed to the returned stratifier instead of copied at
+    every call; the stratifier passed in cannot be used afterwards."""
     stratifier, online_like, next_candidates, s_metrics = stratifier.split(agent, batch, key)
     rows = stratifier.offline_rows(batch.actions.shape[1])
     agent, metrics = agent.update(batch, online_like, next_candidates,
@@ -422,7 +426,8 @@ class Runner:
             if online_step >= cfg.online_warmup_steps:
                 batch = mixed_batches(k_batch, self.source.offline_part(self.offline), self.online,
                                       cfg.utd, cfg.batch_size, cfg.rho)
-                self.agent, self.stratifier, metrics = _online_update(self.agent, self.stratifier, batch, k_update)
+                self.agent, self.stratifier, metrics = _online_update(self.agent, self.stratifier.scheduled(), batch,
+                                                                       k_update)
                 metrics = jax.device_get(metrics)
                 self._guard(metrics, self.step)
                 for k, v in metrics.items():

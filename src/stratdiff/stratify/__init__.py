@@ -4,7 +4,9 @@ A stratifier is a pytree with
 
     stratifier.split(agent, batch, key) -> (stratifier, online_like | None, next_candidates | None, metrics)
 
-called inside jit once per online update call (`batch` has a leading UTD axis), and
+called inside jit once per online update call (`batch` has a leading UTD axis), after
+`stratifier.scheduled()` (on the host, before each call: the stratifier with that call's static
+work decided, e.g. whether it takes a CEP step; a stratifier without a schedule returns itself), and
 `state_dict()` / `load_state_dict(state)` for what changes online (checkpoints; the runner
 restores the saved state against `state_dict()`'s structure before passing it in).
 `online_like=None` means every sample is offline-like, i.e. the backbone's base
@@ -25,6 +27,9 @@ import flax.struct
 
 class NoStratifier(flax.struct.PyTreeNode):
     """Every sample offline-like: the plain backbone (Cal-QL, IQL)."""
+
+    def scheduled(self) -> NoStratifier:
+        return self
 
     def split(self, agent, batch, key):
         del agent, batch, key

@@ -161,10 +161,12 @@ SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
                 sampler_steps=5, energy_every=4),
     "paper": dict(diffusion_steps=600_000, support_states=None, energy_pretrain_steps=100_000),
 }
-# `study` (results/study-200k/): the cpu sizes, with the amortised score (one g step on fresh
-# guided samples every 8th call) and a CEP step every 16th call, the cheapest settings measured:
-# with the exact score (194 ms per update, docs/speed.md) its 200k online steps would take ~11 h.
-SCALE_DEFAULTS["study"] = dict(SCALE_DEFAULTS["cpu"], score="amortised", amortised_every=8, energy_every=16)
+# `study` (results/study-200k/): the cpu sizes with the amortised score: one g step every 8th call
+# on guided samples drawn with 5 solver steps (as the cpu preset's exact score draws them), a CEP
+# step every 32nd call. These put StratDiff-IQL's update within 1.5x of the stratified IQL update
+# (docs/speed.md); with the exact score (194 ms per update) 100k online steps would take ~5.5 h.
+SCALE_DEFAULTS["study"] = dict(SCALE_DEFAULTS["cpu"], score="amortised", amortised_every=8,
+                               amortised_sampler_steps=5, energy_every=32)
 
 
 class StratDiffStratifier(flax.struct.PyTreeNode):
@@ -173,7 +175,7 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
     model: BehaviourModel
     support_obs: jax.Array  # [Ns, obs] normalised dataset states
     support: jax.Array  # [Ns, K, act] unguided support actions
-    calls: jax.Array  # online update calls so far (the `energy_every` schedule)
+    calls: jax.Array  # online update calls so far (the `energy_every` and `amortised_every` schedules)
     energy_info: dict[str, jax.Array]  # metrics of the latest online CEP step (logged between steps)
     config: StratDiffConfig = flax.struct.field(pytree_node=False)
     rho: float = flax.struct.field(pytree_node=False)
@@ -182,6 +184,10 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
     amortised: AmortisedScore | None = None  # g of score=amortised (None for the other scores)
     amortised_loss: jax.Array | None = None  # g's latest online training loss (logged between steps)
     amortised_sampler: SamplerConfig | None = flax.struct.field(pytree_node=False, default=None)
+    # the work of the next update call, decided on the host by `scheduled()` (static, so a call
+    # without a CEP step or g step carries no branch for it): a subset of ("energy", "amortised");
+    # `make_stratifier` schedules the first call, call `scheduled()` again before every later one
+    due: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
     # ---- checkpoint state: only what changes online (the support table is rebuilt from RUN/behaviour)
     def state_dict(self) -> dict[str, Any]:
@@ -222,45 +228,41 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
         model, info = energy_update_with_critic(self.model, agent, self.support_obs[idx], self.support[idx], k_loss)
         return self.replace(model=model), info
 
-    def scheduled_energy_step(self, agent, key: jax.Array):
-        """Algorithm 1 line 8 on the `energy_every` schedule: a CEP step on every `energy_every`-th
-        call; in between, the energy is kept and its latest metrics are reported again."""
-        every = self.config.energy_every
-        if every == 1:
-            return self.energy_step(agent, key)
+    def scheduled(self) -> StratDiffStratifier:
+        """This stratifier with its next update call's work decided (`due`), from the call count on
+        the host: a CEP step (Algorithm 1 line 8) on every `energy_every`-th call, while the energy
+        is updated online, and one online step of g on every `amortised_every`-th call with
+        score=amortised. The runner calls it before every update call."""
+        call, cfg = int(self.calls), self.config
+        due = []
+        if cfg.online_energy_updates and self.guidance_scale is not None and call % cfg.energy_every == 0:
+            due.append("energy")
+        if cfg.score == "amortised" and call % cfg.amortised_every == 0:
+            due.append("amortised")
+        return self.replace(due=tuple(due))
 
-        def update(strat):
-            strat, info = strat.energy_step(agent, key)
-            return strat.replace(energy_info=info), info
-
-        return jax.lax.cond(self.calls % every == 0, update, lambda strat: (strat, strat.energy_info), self)
-
-    def amortised_step(self, observations: jax.Array, key: jax.Array, call: jax.Array):
-        """g's online step on the `amortised_every` schedule (update call number `call`): guided
-        samples for `amortised_states` of `observations`, one Adam step on g's objective."""
+    def amortised_step(self, observations: jax.Array, key: jax.Array):
+        """g's online step: guided samples for `amortised_states` of `observations`, one Adam step on g's objective."""
         cfg = self.config
-
-        def update(strat):
-            g, loss = amortised_score.online_update(strat.amortised, strat.model, observations, key,
-                                                    strat.guidance_scale, cfg.amortised_states,
-                                                    cfg.amortised_samples, strat.amortised_sampler)
-            return strat.replace(amortised=g, amortised_loss=loss)
-
-        if cfg.amortised_every == 1:
-            return update(self)
-        return jax.lax.cond(call % cfg.amortised_every == 0, update, lambda strat: strat, self)
+        g, loss = amortised_score.online_update(self.amortised, self.model, observations, key, self.guidance_scale,
+                                                cfg.amortised_states, cfg.amortised_samples, self.amortised_sampler)
+        return self.replace(amortised=g, amortised_loss=loss)
 
     def split(self, agent, batch, key):
         k_energy, k_guided, k_next = jax.random.split(key, 3)
         strat, metrics = self, {}
+        if "energy" in self.due:
+            strat, info = self.energy_step(agent, k_energy)
+            strat = strat.replace(energy_info=info)
         if self.config.online_energy_updates and self.guidance_scale is not None:
-            strat, info = self.scheduled_energy_step(agent, k_energy)
-            metrics.update({f"strat/{k}": v for k, v in info.items()})
+            # between CEP steps the latest step's metrics are reported again
+            metrics.update({f"strat/{k}": v for k, v in strat.energy_info.items()})
         strat = strat.replace(calls=self.calls + 1)
         u, b = batch.actions.shape[:2]
         obs = batch.observations.reshape(u * b, -1)
         if self.config.score == "amortised":
-            strat = strat.amortised_step(obs, k_guided, self.calls)
+            if "amortised" in self.due:
+                strat = strat.amortised_step(obs, k_guided)
             mean, std = strat.amortised.mean_std(obs)
             scores = score_gaussian(batch.actions.reshape(u * b, -1), mean, std, self.config.sigma0).reshape(u, b)
             metrics["strat/amortised_loss"] = strat.amortised_loss
@@ -293,6 +295,9 @@ class RandomSplitStratifier(flax.struct.PyTreeNode):
 
     config: StratDiffConfig = flax.struct.field(pytree_node=False)
     rho: float = flax.struct.field(pytree_node=False)
+
+    def scheduled(self) -> RandomSplitStratifier:
+        return self
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -507,6 +512,8 @@ def make_stratifier(model: BehaviourModel, support_obs, support, config: StratDi
     if amortised is not None:
         extra = dict(amortised=amortised, amortised_loss=jnp.zeros((), jnp.float32),
                      amortised_sampler=amortised_sampler(config, model))
+    # the behaviour model does not train online: its optimiser state is not carried through every update call
+    model = model.replace(score_opt_state=None)
     strat = StratDiffStratifier(
         model=model, support_obs=jnp.asarray(support_obs), support=jnp.asarray(support),
         calls=jnp.zeros((), jnp.int32), energy_info={}, config=config, rho=rho,
@@ -515,5 +522,6 @@ def make_stratifier(model: BehaviourModel, support_obs, support, config: StratDi
     n = model.config.energy_batch_size
     shapes = jax.eval_shape(energy_update, model, strat.support_obs[:n], strat.support[:n],
                             jnp.zeros(strat.support.shape[:2], jnp.float32)[:n], jax.random.PRNGKey(0))[1]
-    return strat.replace(energy_info=jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes))
+    strat = strat.replace(energy_info=jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes))
+    return strat.scheduled()
 

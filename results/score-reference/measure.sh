@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The split of a StratDiff-IQL run with the `study` preset's score settings, judged against the
+# reference (gaussian_fit, M = 64, 15 steps) at the start, middle and end of its online phase.
+#
+#   results/score-reference/measure.sh DATASET [SEED]
+#
+# A shortened run (OFFLINE_STEPS, default 30000, then ONLINE_STEPS, default 12000, of which
+# WARMUP_STEPS, default 2000, before the first update; the study's network sizes, behaviour
+# model and score schedules), snapshots of its folder at the three points, then
+# `stratdiff diffusion similarity SNAPSHOT --batches 8` on each: the JSON files land beside this
+# script as DATASET-stepN.json. Run folders go to runs/score-reference/ (not committed); run it
+# again after an interruption: the run resumes from its last checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATASET=$1
+SEED=${2:-0}
+OFF=${OFFLINE_STEPS:-30000}
+ON=${ONLINE_STEPS:-12000}
+WARMUP=${WARMUP_STEPS:-2000}
+STRATDIFF=${STRATDIFF:-.venv/bin/stratdiff}
+PYTHON=${PYTHON:-.venv/bin/python}
+ROOT=runs/score-reference/$DATASET-s$SEED
+RESULTS=results/score-reference
+mkdir -p "$ROOT"
+RESUME=()
+[ -f "$ROOT/run/config.json" ] && RESUME=(--resume)
+"$STRATDIFF" train --algo stratdiff-iql --preset study --dataset "$DATASET" --seed "$SEED" --out "$ROOT/run" \
+  --no-progress "${RESUME[@]}" --set offline_steps="$OFF" online_steps="$ON" online_warmup_steps="$WARMUP" \
+  log_every=1000 eval_every=6000 offline_eval_every="$OFF" eval_episodes=5 checkpoint_every=1000 \
+  > "$ROOT/train.log" 2>&1 &
+TRAIN=$!
+MIDDLE=$((OFF + WARMUP + (ON - WARMUP) / 2))
+"$PYTHON" results/amortised-score/snapshot.py "$ROOT/run" "$ROOT/snapshots" "$OFF" "$MIDDLE" "$((OFF + ON))" \
+  || true
+wait "$TRAIN"
+for snap in "$ROOT"/snapshots/step*; do
+  name=$(basename "$snap")
+  "$STRATDIFF" diffusion similarity "$snap" --batches 8 --out "$ROOT/similarity-$name" > /dev/null
+  cp "$ROOT/similarity-$name/similarity.json" "$RESULTS/$DATASET-s$SEED-$name.json"
+  echo "$RESULTS/$DATASET-s$SEED-$name.json"
+done
