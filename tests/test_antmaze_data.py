@@ -90,7 +90,50 @@ def test_waypoints_lead_toward_the_goal_without_touching_walls(maze):
             assert np.linalg.norm(xy - goal) < envs.GOAL_RADIUS, (start, goal_cell)
 
 
+@pytest.mark.parametrize("maze", ["umaze", "medium"])
+def test_batched_waypoints_and_cells_match_one_point_at_a_time(maze):
+    """Points anywhere (walls and outside the map included) against goals in random cells:
+    the batch gives each row what that row alone gives."""
+    planner = MazePlanner(envs.MAZES[maze])
+    rows, cols = planner.free.shape
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-1, 1, (300, 2)) * [2 * cols + 3, 2 * rows + 3]
+    cells = np.array(planner.free_cells())
+    goals = np.array([planner.cell_center(tuple(c)) for c in cells[rng.integers(len(cells), size=300)]])
+    goals += rng.uniform(-1, 1, goals.shape)
+    batch = planner.waypoints(xy, goals)
+    np.testing.assert_array_equal(batch, np.stack([planner.waypoints(p[None], g[None])[0] for p, g in zip(xy, goals)]))
+    found = planner.cells_of(xy)
+    for p, cell in zip(xy, found):
+        assert planner.free[tuple(cell)]
+        inside = planner.cell_center(tuple(cell))
+        if np.abs(p - inside).max() > planner.scaling / 2:  # in a wall or outside: the nearest free centre
+            dist = [np.linalg.norm(planner.cell_center(c) - p) for c in planner.free_cells()]
+            assert np.linalg.norm(inside - p) == pytest.approx(min(dist))
+
+
 # ------------------------------------------------------------------- goal-reaching ant
+
+
+def test_maze_physics_step_is_the_env_step():
+    """`AntMazeD4RL.step_physics` (the data collection's step) gives `step`'s observations and
+    rewards, bit for bit, through wall contacts."""
+    maze = antmaze.open_map("umaze")
+    a = envs.AntMazeD4RL(maze, 1000, terminate_on_success=False)
+    b = envs.AntMazeD4RL(maze, 1000, terminate_on_success=False)
+    options = {"reset_cell": np.array([1, 1]), "goal_cell": np.array([1, 2])}
+    first, _ = a.reset(seed=4, options=options)
+    np.testing.assert_array_equal(first, b.reset(seed=4, options=options)[0])
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        action = np.clip(rng.normal(0.2, 0.8, 8), -1, 1).astype(np.float32)
+        obs, reward, *_ = a.step(action)
+        state = b.step_physics(action)
+        np.testing.assert_array_equal(obs, state.astype(np.float32))
+        assert reward == float(envs.goal_reached(state[:2], b.goal))
+    assert np.abs(obs[:2] - first[:2]).max() > 0.5  # the ant moved
+    a.close()
+    b.close()
 
 
 def test_goal_in_ant_frame_rotates_by_the_heading():
@@ -190,15 +233,18 @@ def test_start_and_goal_rules_follow_d4rl():
         antmaze.task("antmaze-large-v0")
 
 
-def test_collection_does_not_depend_on_the_number_of_side_by_side_envs():
+def test_collection_does_not_depend_on_the_number_of_side_by_side_envs_or_threads():
     def controller(o):
         return np.tanh(o[:, :8])  # any deterministic function of the observation
 
     a, ea = antmaze.collect("antmaze-umaze-diverse-v0", controller, 130, seed=2, episode_steps=50, num_envs=1)
-    b, eb = antmaze.collect("antmaze-umaze-diverse-v0", controller, 130, seed=2, episode_steps=50, num_envs=3)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
-    np.testing.assert_array_equal(ea["goal_cells"], eb["goal_cells"])
+    for num_envs, threads in ((3, 1), (3, 2), (2, 3)):
+        b, eb = antmaze.collect("antmaze-umaze-diverse-v0", controller, 130, seed=2, episode_steps=50,
+                                num_envs=num_envs, threads=threads)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+        np.testing.assert_array_equal(ea["goal_cells"], eb["goal_cells"])
+        np.testing.assert_array_equal(ea["success"], eb["success"])
     assert len(ea["goal_cells"]) == 3 and a["timeouts"].sum() == 3 and not a["terminals"].any()
     assert np.abs(a["actions"]).max() <= 1.0
 

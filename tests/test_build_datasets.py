@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from stratdiff import rollouts
 from stratdiff.agents.sac import SACAgent, SACConfig
 from stratdiff.behaviour import policies
 from stratdiff.cli import main as cli_main
@@ -157,6 +158,37 @@ def test_episode_limit_gives_timeouts():
     assert len(data["rewards"]) == 230 and not data["terminals"].any()
     assert np.flatnonzero(data["timeouts"]).tolist() == [49, 99, 149, 199, 229]
     assert np.abs(data["actions"]).max() > 1.0  # rescaled to Pendulum's +-2 bounds
+
+
+def test_rollout_building_blocks_join_episodes_and_split_work_over_threads():
+    def episode(n, terminal):
+        return {"rewards": np.arange(n, dtype=np.float32), "terminals": np.arange(n) == n - 1 if terminal
+                else np.zeros(n, bool), "timeouts": np.zeros(n, bool) if terminal else np.arange(n) == n - 1}
+
+    out = rollouts.join_episodes([episode(3, True), episode(4, False)], 5)  # the second one cut
+    assert out["rewards"].tolist() == [0, 1, 2, 0, 1]
+    assert out["terminals"].tolist() == [False, False, True, False, False]
+    assert out["timeouts"].tolist() == [False, False, False, False, True]
+    assert rollouts.join_episodes([episode(3, True)], 10)["timeouts"].tolist() == [False] * 3
+    with pytest.raises(ValueError, match="no finished episodes"):
+        rollouts.join_episodes([], 5)
+    for threads in (1, 2, 3, 8):
+        seen = np.zeros(5, int)
+
+        def work(lo, hi):
+            seen[lo:hi] += 1
+
+        with rollouts.ChunkThreads(threads) as pool:
+            pool.run(work, 5)
+        assert seen.tolist() == [1] * 5  # every item once, whatever the thread count
+
+    def fail(lo, hi):
+        raise RuntimeError(f"chunk {lo}-{hi}")
+
+    with rollouts.ChunkThreads(2) as pool, pytest.raises(RuntimeError, match="chunk"):
+        pool.run(fail, 4)
+    with pytest.raises(ValueError, match="threads"):
+        rollouts.ChunkThreads(0)
 
 
 def test_unknown_names_and_missing_policies(tmp_path):

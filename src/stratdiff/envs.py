@@ -188,6 +188,10 @@ class AntMazeD4RL(gym.Wrapper):
         low = np.full(29, -np.inf, dtype=np.float32)
         self.observation_space = gym.spaces.Box(low, -low, dtype=np.float32)
         self.goal = np.zeros(2)
+        self._ant = env.unwrapped.ant_env  # gymnasium's Ant-v5 inside the maze
+        import mujoco  # loaded by gymnasium's MuJoCo envs already
+
+        self._mj_step = mujoco.mj_step
 
     @staticmethod
     def flatten(obs: dict) -> np.ndarray:
@@ -201,11 +205,29 @@ class AntMazeD4RL(gym.Wrapper):
 
     def step(self, action):
         obs, _, terminated, truncated, info = self.env.step(action)
-        success = bool(np.linalg.norm(obs["achieved_goal"] - self.goal) <= GOAL_RADIUS)
+        success = bool(goal_reached(obs["achieved_goal"], self.goal))
         info["success"] = success
         info["goal"] = self.goal.copy()
         terminated = bool(terminated) or (success and self.terminate_on_success)
         return self.flatten(obs), float(success), terminated, truncated, info
+
+    def step_physics(self, action: np.ndarray) -> np.ndarray:
+        """What `step` does to the simulation, without the wrappers' checks, Ant-v5's reward
+        terms and the step count: set the controls, advance the ant's `frame_skip` MuJoCo
+        steps and return the new [qpos, qvel] (float64, 29-d: x, y, then the 27-d ant state;
+        `step` observes the same numbers as float32). MuJoCo releases the GIL while it steps,
+        so threads can step different environments at once. Rewards and time limits are the
+        caller's (`goal_reached(state[:2], self.goal)` is `step`'s reward)."""
+        ant = self._ant
+        ant.data.ctrl[:] = action
+        self._mj_step(ant.model, ant.data, nstep=ant.frame_skip)
+        return np.concatenate([ant.data.qpos, ant.data.qvel])
+
+
+def goal_reached(xy: np.ndarray, goals: np.ndarray) -> np.ndarray:
+    """Whether the ant(s) at `xy` [..., 2] are within `GOAL_RADIUS` of `goals` [..., 2]: the
+    AntMaze reward and success."""
+    return np.linalg.norm(np.asarray(xy) - goals, axis=-1) <= GOAL_RADIUS
 
 
 def ant_yaw(states: np.ndarray) -> np.ndarray:

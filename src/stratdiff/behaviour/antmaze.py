@@ -13,9 +13,14 @@ waypoint planner, with Gaussian action noise.
   the dataset's `MazeTask`; the ant is not stopped at the goal (reward 1 on every step
   within 0.5 of it, no terminals) and the time limit is a time-out.
 
+`collect` runs `MAX_ENVS` (64) episodes side by side: per step one batched planner call
+(`MazePlanner.waypoints`) and one batched, jitted controller call, then the 64 simulators
+advance by `AntMazeD4RL.step_physics` (the state-changing part of the env's step, bit for
+bit its observations) on one thread per available core (`MazeFleet`).
+
 The randomness of episode e (start and goal cells, action noise) comes from
 `np.random.default_rng([seed, e])` and its environment reset from `seed * 100_003 + e`, so
-the data do not depend on how many environments step side by side.
+the data do not depend on how many environments step side by side, nor on the threads.
 """
 
 from __future__ import annotations
@@ -27,13 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from stratdiff.behaviour.planner import Cell, MazePlanner
-from stratdiff.envs import MAZES, AntMazeD4RL, get_spec, goal_in_ant_frame, make_env
+from stratdiff.envs import MAZES, AntMazeD4RL, get_spec, goal_in_ant_frame, goal_reached, make_env
+from stratdiff.rollouts import MAX_ENVS, ChunkThreads, join_episodes
 
 CONTROLLER_ENV = "ant-goal-v0"  # the controller's training environment
 CONTROLLER_LEVEL = "expert"  # committed as assets/policies/ant-goal-v0/expert/
 NOISE_STD = 0.2  # D4RL's action noise
 EPISODE_STEPS = 1000  # D4RL's data episodes
-MAX_ENVS = 64  # environments stepped side by side
 
 # medium-play's goals (our choice; D4RL hand-picked its own): dead ends, corners and
 # junctions spread over the medium maze, the evaluation goal (6, 6) among them.
@@ -144,14 +149,18 @@ def snapshot_controller(run_dir: str | Path, step: int) -> Controller:
 
 def collect(name: str, controller: Controller, size: int, seed: int = 0,
             noise_std: float = NOISE_STD, episode_steps: int = EPISODE_STEPS,
-            num_envs: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+            num_envs: int | None = None,
+            threads: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """`size` transitions of dataset `name` (module docstring).
 
-    Returns (transitions, episodes): transitions hold observations, actions, rewards,
-    next_observations, terminals, timeouts and goals [N, 2] (the episode's goal on every
-    row), in episode order, the last episode cut to give exactly `size` rows (its cut is a
-    time-out); episodes hold start_cells, goal_cells [E, 2] and success [E] (the ant came
-    within 0.5 of the goal at least once).
+    Episodes run in groups of `num_envs` (default `MAX_ENVS`) environments side by side: per
+    step, one batched planner call and one batched controller call for the group, then the
+    group's simulators advance on `threads` threads (default: the cores available;
+    `MazeFleet`). Returns (transitions, episodes): transitions hold observations, actions,
+    rewards, next_observations, terminals, timeouts and goals [N, 2] (the episode's goal on
+    every row), in episode order, the last episode cut to give exactly `size` rows (its cut
+    is a time-out); episodes hold start_cells, goal_cells [E, 2] and success [E] (the ant
+    came within 0.5 of the goal at least once).
     """
     if size <= 0:
         raise ValueError(f"--size must be positive, not {size}")
@@ -161,47 +170,84 @@ def collect(name: str, controller: Controller, size: int, seed: int = 0,
     planner = MazePlanner(MAZES[rules.maze])
     lengths = [episode_steps] * (size // episode_steps) + ([size % episode_steps] if size % episode_steps else [])
     n = min(num_envs or MAX_ENVS, len(lengths))
-    envs = [AntMazeD4RL(open_map(rules.maze), episode_steps, terminate_on_success=False) for _ in range(n)]
     parts: list[dict[str, np.ndarray]] = []
     episodes: dict[str, list] = {"start_cells": [], "goal_cells": [], "success": []}
-    for first in range(0, len(lengths), n):
-        ids = list(range(first, min(first + n, len(lengths))))
-        rngs = [np.random.default_rng([seed, e]) for e in ids]
-        obs, goals = [], []
-        for env, e, rng in zip(envs, ids, rngs):
-            start, goal = rules.cells(rng)
-            o, info = env.reset(seed=seed * 100_003 + e, options={"reset_cell": np.array(start),
-                                                                  "goal_cell": np.array(goal)})
-            obs.append(o)
-            goals.append(info["goal"])
-            episodes["start_cells"].append(start)
-            episodes["goal_cells"].append(goal)
-        obs, goals = np.stack(obs), np.stack(goals)
-        horizon = max(lengths[e] for e in ids)
-        rows = {k: [] for k in ("observations", "actions", "rewards", "next_observations")}
-        for _ in range(horizon):
-            noise = np.stack([rng.normal(0.0, noise_std, 8) for rng in rngs]) if noise_std else 0.0
-            actions = np.clip(navigate(controller, planner, obs, goals) + noise, -1.0, 1.0).astype(np.float32)
-            nxt = np.empty_like(obs)
-            rewards = np.empty(len(ids), np.float32)
-            for j, env in enumerate(envs[:len(ids)]):
-                nxt[j], rewards[j], *_ = env.step(actions[j])
-            for k, v in zip(rows, (obs, actions, rewards, nxt)):
-                rows[k].append(v)
-            obs = nxt
-        stacked = {k: np.stack(v, axis=1) for k, v in rows.items()}  # [envs, horizon, ...]
-        for j, e in enumerate(ids):
-            t = lengths[e]
-            ep = {k: v[j, :t] for k, v in stacked.items()}
-            ep["terminals"] = np.zeros(t, bool)
-            ep["timeouts"] = np.arange(t) == t - 1
-            ep["goals"] = np.repeat(goals[j][None].astype(np.float32), t, axis=0)
-            episodes["success"].append(bool((ep["rewards"] > 0).any()))
-            parts.append(ep)
-    for env in envs:
-        env.close()
-    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return data, {k: np.asarray(v) for k, v in episodes.items()}
+    with MazeFleet(rules.maze, n, episode_steps, threads) as fleet:
+        for first in range(0, len(lengths), n):
+            ids = list(range(first, min(first + n, len(lengths))))
+            horizon = max(lengths[e] for e in ids)
+            obs, goals, noise = [], [], []
+            for j, e in enumerate(ids):
+                rng = np.random.default_rng([seed, e])
+                start, goal = rules.cells(rng)
+                o, g = fleet.reset(j, seed * 100_003 + e, start, goal)
+                obs.append(o)
+                goals.append(g)
+                noise.append(rng.normal(0.0, noise_std, (horizon, 8)) if noise_std else np.zeros((horizon, 8)))
+                episodes["start_cells"].append(start)
+                episodes["goal_cells"].append(goal)
+            goals, noise = np.stack(goals), np.stack(noise)  # noise [envs, horizon, 8]
+            observations = np.empty((len(ids), horizon + 1, obs[0].shape[0]), np.float32)
+            observations[:, 0] = obs
+            actions = np.empty((len(ids), horizon, 8), np.float32)
+            rewards = np.empty((len(ids), horizon), np.float32)
+            for t in range(horizon):
+                steer = navigate(controller, planner, observations[:, t], goals)
+                actions[:, t] = np.clip(steer + noise[:, t], -1.0, 1.0)
+                state = fleet.step(actions[:, t])
+                observations[:, t + 1] = state
+                rewards[:, t] = goal_reached(state[:, :2], goals)
+            for j, e in enumerate(ids):
+                t = lengths[e]
+                ep = {"observations": observations[j, :t], "actions": actions[j, :t], "rewards": rewards[j, :t],
+                      "next_observations": observations[j, 1:t + 1], "terminals": np.zeros(t, bool),
+                      "timeouts": np.arange(t) == t - 1,
+                      "goals": np.repeat(goals[j][None].astype(np.float32), t, axis=0)}
+                episodes["success"].append(bool((ep["rewards"] > 0).any()))
+                parts.append(ep)
+    return join_episodes(parts, size), {k: np.asarray(v) for k, v in episodes.items()}
+
+
+class MazeFleet:
+    """`n` AntMaze simulators of one maze for data collection (no early ends, the goal stays
+    put): `reset` one by gymnasium-robotics' reset, `step` all of them by `AntMazeD4RL.step_physics`
+    split over `threads` threads (`ChunkThreads`; MuJoCo releases the GIL while it steps)."""
+
+    def __init__(self, maze: str, n: int, episode_steps: int, threads: int | None = None):
+        self.envs = [AntMazeD4RL(open_map(maze), episode_steps, terminate_on_success=False) for _ in range(n)]
+        self._threads = ChunkThreads(threads)
+        self._actions = np.zeros((n, 8), np.float32)
+        self._states = np.zeros((n, 29))
+
+    def reset(self, i: int, seed: int, start: Cell, goal: Cell) -> tuple[np.ndarray, np.ndarray]:
+        """Reset environment i (seeded) with the ant in cell `start` and the goal in cell
+        `goal` (gymnasium-robotics adds its uniform noise to both): (observation, goal xy)."""
+        obs, info = self.envs[i].reset(seed=seed, options={"reset_cell": np.array(start),
+                                                           "goal_cell": np.array(goal)})
+        return obs, info["goal"]
+
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        """Step environments 0..m-1 with `actions` [m, 8]: their states [m, 29] (float64)."""
+        m = len(actions)
+        self._actions[:m] = actions
+
+        def chunk(lo: int, hi: int) -> None:
+            for i in range(lo, hi):
+                self._states[i] = self.envs[i].step_physics(self._actions[i])
+
+        self._threads.run(chunk, m)
+        return self._states[:m].copy()
+
+    def close(self) -> None:
+        self._threads.close()
+        for env in self.envs:
+            env.close()
+
+    def __enter__(self) -> MazeFleet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def success_rate(controller: Controller, env_id: str = "antmaze-umaze-v0", episodes: int = 20,

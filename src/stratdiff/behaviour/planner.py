@@ -13,6 +13,10 @@ map centred on the origin, rows growing toward -y).
   the goal's cell), except when the ant is more than `corner_margin` off the line through
   its cell's centre in the direction of the next cell: then the middle of the opening into
   the next cell, so the ant lines up before a turn instead of cutting the corner into a wall.
+
+`MazePlanner.waypoints(xy, goals)` computes the same for a batch with array operations (a
+table of next cells per goal cell, built once), giving the same numbers as `waypoint` row
+by row.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ class MazePlanner:
         self._x_center = cols / 2 * self.scaling
         self._y_center = rows / 2 * self.scaling
         self._dist: dict[Cell, np.ndarray] = {}  # goal cell -> BFS distances (-1: unreachable)
+        self._next: np.ndarray | None = None  # [goal row, goal col, row, col] -> next cell (-1: none)
+        self._centers = np.array([[self.cell_center((i, j)) for j in range(cols)] for i in range(rows)])
+        self._free_cells = np.argwhere(self.free)  # [m, 2], row-major order (free_cells)
 
     # ------------------------------------------------------------------ geometry
     def free_cells(self) -> list[Cell]:
@@ -53,14 +60,23 @@ class MazePlanner:
     def cell_of(self, xy: np.ndarray) -> Cell:
         """The free cell holding `xy` (the nearest free cell centre when `xy` lies in a wall
         cell or outside the map)."""
-        i = int(np.floor((self._y_center - xy[1]) / self.scaling))
-        j = int(np.floor((xy[0] + self._x_center) / self.scaling))
+        i, j = self.cells_of(np.asarray(xy, np.float64)[None])[0]
+        return int(i), int(j)
+
+    def cells_of(self, xy: np.ndarray) -> np.ndarray:
+        """`cell_of` for a batch: xy [n, 2] -> (row, col) [n, 2]."""
+        xy = np.asarray(xy, np.float64)
+        cells = np.stack([np.floor((self._y_center - xy[:, 1]) / self.scaling),
+                          np.floor((xy[:, 0] + self._x_center) / self.scaling)], axis=1)
         rows, cols = self.free.shape
-        if 0 <= i < rows and 0 <= j < cols and self.free[i, j]:
-            return i, j
-        cells = self.free_cells()
-        d = [np.linalg.norm(self.cell_center(c) - xy) for c in cells]
-        return cells[int(np.argmin(d))]
+        inside = (cells[:, 0] >= 0) & (cells[:, 0] < rows) & (cells[:, 1] >= 0) & (cells[:, 1] < cols)
+        cells = np.where(inside[:, None], cells, 0).astype(np.int64)
+        off = ~(inside & self.free[cells[:, 0], cells[:, 1]])
+        if off.any():  # in a wall or outside: the nearest free cell centre (the first of ties)
+            free = self._free_cells
+            d = np.linalg.norm(self._centers[free[:, 0], free[:, 1]][None] - xy[off][:, None], axis=-1)
+            cells[off] = free[np.argmin(d, axis=1)]
+        return cells
 
     # ------------------------------------------------------------------- search
     def distances(self, goal: Cell) -> np.ndarray:
@@ -90,6 +106,22 @@ class MazePlanner:
             raise ValueError(f"no path from cell {tuple(cell)} to cell {tuple(goal)}")
         return next(n for n in self._neighbours(cell) if dist[n] == dist[cell] - 1)
 
+    def next_cells(self, cells: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        """`next_cell` for a batch of free cells [n, 2] and goal cells [n, 2] -> [n, 2]."""
+        if self._next is None:
+            table = np.full(self.free.shape * 2 + (2,), -1, dtype=np.int64)
+            for goal in self.free_cells():
+                dist = self.distances(goal)
+                for cell in self.free_cells():
+                    if dist[cell] >= 0:
+                        table[goal + cell] = self.next_cell(cell, goal)
+            self._next = table
+        out = self._next[goals[:, 0], goals[:, 1], cells[:, 0], cells[:, 1]]
+        if (out < 0).any():
+            k = int(np.flatnonzero(out[:, 0] < 0)[0])
+            raise ValueError(f"no path from cell {tuple(map(int, cells[k]))} to cell {tuple(map(int, goals[k]))}")
+        return out
+
     def path(self, start: Cell, goal: Cell) -> list[Cell]:
         """A shortest path of free cells from `start` to `goal`, both included."""
         if not self._is_free(start):
@@ -102,23 +134,21 @@ class MazePlanner:
     # ----------------------------------------------------------------- steering
     def waypoint(self, xy: np.ndarray, goal: np.ndarray) -> np.ndarray:
         """Where to send the ant at `xy` on its way to the point `goal` (module docstring)."""
-        xy, goal = np.asarray(xy, np.float64), np.asarray(goal, np.float64)
-        cell, goal_cell = self.cell_of(xy), self.cell_of(goal)
-        if cell == goal_cell:
-            return goal
-        nxt = self.next_cell(cell, goal_cell)
-        target = goal if nxt == goal_cell else self.cell_center(nxt)
-        center = self.cell_center(cell)
-        heading = (self.cell_center(nxt) - center) / self.scaling  # unit vector to the next cell
-        offset = xy - center
-        lateral = offset - offset.dot(heading) * heading
-        if np.linalg.norm(lateral) > self.corner_margin:
-            target = center + 0.5 * self.scaling * heading  # the middle of the opening
-        return target
+        return self.waypoints(np.asarray(xy, np.float64)[None], np.asarray(goal, np.float64)[None])[0]
 
     def waypoints(self, xy: np.ndarray, goals: np.ndarray) -> np.ndarray:
         """`waypoint` for a batch: xy [n, 2], goals [n, 2] -> [n, 2]."""
-        return np.stack([self.waypoint(p, g) for p, g in zip(xy, goals)])
+        xy, goals = np.asarray(xy, np.float64), np.asarray(goals, np.float64)
+        cell, goal_cell = self.cells_of(xy), self.cells_of(goals)
+        nxt = self.next_cells(cell, goal_cell)
+        center, nxt_center = self._centers[cell[:, 0], cell[:, 1]], self._centers[nxt[:, 0], nxt[:, 1]]
+        heading = (nxt_center - center) / self.scaling  # unit vector to the next cell
+        offset = xy - center
+        lateral = offset - (offset * heading).sum(axis=1, keepdims=True) * heading
+        target = np.where((nxt == goal_cell).all(axis=1, keepdims=True), goals, nxt_center)
+        aside = np.linalg.norm(lateral, axis=1, keepdims=True) > self.corner_margin
+        target = np.where(aside, center + 0.5 * self.scaling * heading, target)  # the middle of the opening
+        return np.where((cell == goal_cell).all(axis=1, keepdims=True), goals, target)
 
     # ------------------------------------------------------------------ helpers
     def _is_free(self, cell: Cell) -> bool:

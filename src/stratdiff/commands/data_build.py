@@ -40,8 +40,10 @@ class Build:
         s = ds.summary()  # AntMaze: the share of episodes that reach their goal, not a score
         quality = (f"normalised return {s['normalized_score']:.1f}" if s["goal_episode_share"] is None
                    else f"{100 * s['goal_episode_share']:.1f}% of episodes reach their goal")
+        cpu = _json.loads((Path(out) / "build_time.json").read_text())["cpu_seconds"]
         print(f"{self.name}: {s['transitions']} transitions, {s['episodes']} episodes, {quality}, "
-              f"fingerprint {s['fingerprint']}, built in {seconds:.0f} s -> {out}")
+              f"fingerprint {s['fingerprint']}, built in {seconds:.0f} s wall ({cpu:.0f} s CPU, all threads) "
+              f"-> {out}")
         return 0
 
 

@@ -20,8 +20,10 @@ AntMaze names (`ANTMAZE`: antmaze-umaze-v0, antmaze-umaze-diverse-v0,
 antmaze-medium-play-v0, antmaze-medium-diverse-v0) are collected as D4RL did, by the
 committed goal-reaching ant (`ant-goal-v0`) steered through the maze by a waypoint planner,
 with N(0, 0.2) action noise, 1000-step episodes and each dataset's rules for starts and
-goals (`stratdiff.behaviour.antmaze`). Each episode's goal is stored with the data as
-Minari step infos (`infos/goal`, read back by `read_step_infos(dir, "goal")`).
+goals (`stratdiff.behaviour.antmaze`): 64 episodes side by side, one batched planner and
+controller call per step, the simulators stepped on one thread per available core. Each
+episode's goal is stored with the data as Minari step infos (`infos/goal`, read back by
+`read_step_infos(dir, "goal")`).
 
 The same name, size and seed give the same arrays (on the same machine and versions).
 """
@@ -42,9 +44,9 @@ from stratdiff import runfiles
 from stratdiff.data.catalog import ANTMAZE, DATASETS, ENVS, KINDS, Recipe, is_buildable, recipe  # noqa: F401
 from stratdiff.data.dataset import Dataset, DatasetInfo
 from stratdiff.provenance import library_versions, machine
+from stratdiff.rollouts import MAX_ENVS, join_episodes
 
 DEFAULT_SIZE = 1_000_000
-MAX_ENVS = 64  # environments stepped side by side
 
 
 # ------------------------------------------------------------------------- rollouts
@@ -98,11 +100,7 @@ def rollout(policy, size: int, seed: int, num_envs: int | None = None,
             obs[i] = nxt
     for env in wrapped:
         env.close()
-    out = {k: np.concatenate([ep[k] for ep in done_eps]) for k in done_eps[0]}
-    out = {k: v[:size] for k, v in out.items()}
-    if not (out["terminals"][-1] or out["timeouts"][-1]):
-        out["timeouts"][-1] = True  # the last episode was cut here
-    return out
+    return join_episodes(done_eps, size)
 
 
 def _new_episode() -> dict[str, list]:
@@ -166,9 +164,7 @@ def _make(name: str, size: int | None, seed: int,
         folder = policy_dirs.get("medium")
         data = load_replay(r.env_id, None if folder is None else Path(folder) / "replay.npz")
         if size is not None:
-            data = {k: v[:size] for k, v in data.items()}
-            if not (data["terminals"][-1] or data["timeouts"][-1]):
-                data["timeouts"][-1] = True
+            data = join_episodes([data], size)
         policy = load_policy(r.env_id, "medium", folder)
         info.extra["behaviour_policy"] = {"level": "medium-replay",
                                           "description": "SAC replay buffer up to the medium policy",
