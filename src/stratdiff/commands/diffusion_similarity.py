@@ -1,5 +1,5 @@
-"""`stratdiff diffusion similarity RUN`: the paper's Figure 2 for a StratDiff run, plus how often
-cheaper score settings agree with the default split on that run's own batches."""
+"""`stratdiff diffusion similarity RUN`: the paper's Figure 2 for a StratDiff run, plus how each
+score setting splits that run's own batches, against a many-sample reference and against itself."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ import tyro
 @dataclasses.dataclass
 class SimilarityArgs:
     """On dataset states: distance of the offline policy's, the diffusion model's and the guided
-    model's actions to the dataset's actions (Figure 2); and the split agreement of cheaper
-    Eq. 10 settings (and, on runs with stratifier.score=amortised, the amortised score) with
-    the default (gaussian_fit, M = 8, 15 solver steps)."""
+    model's actions to the dataset's actions (Figure 2); and the split agreement of Eq. 10's
+    settings (the default gaussian_fit with M = 8, fewer solver steps, fixed_sigma, on runs with
+    stratifier.score=amortised the run's g, and a random split) with a reference that estimates
+    what the default estimates with many samples (gaussian_fit, M = 64, 15 solver steps), and
+    with themselves redrawn; and the share of samples the reference places in their source
+    buffer's stratum."""
 
     run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
     """A `stratdiff train` folder of a stratdiff-* method (its checkpoint and behaviour/)."""

@@ -10,16 +10,18 @@ environment step and the policy's action, shared by all, add about 0.5 ms per st
 
 `bench_with_amortised` (the section `stratdiff bench --only stratdiff` runs) adds, in the same
 run: each backbone's stratified update with a fixed split and no stratifier (Eq. 11-14's losses,
-IQL's Eq. 13 candidates, Cal-QL's regulariser on the gathered offline-like rows), and the
-backbone with the amortised score at the `cpu` and `paper` settings (g's online step on its
-default number of states included; g is untrained, which costs the same) and at the `study`
-preset's settings (a g step every 8th call, a CEP step every 16th), with the ratios of each to
-the backbone alone and to the stratified update.
+IQL's Eq. 13 candidates, Cal-QL's regulariser on the gathered offline-like rows), the
+backbone with the random split (`--random-split`), and the backbone with the amortised score at
+the `cpu` and `paper` settings (g's online step on its default number of states included; g is
+untrained, which costs the same) and at the `study` preset's settings (a g step every 8th call
+on samples drawn with 5 solver steps, a CEP step every 32nd), with the ratios of each to the
+backbone alone and to the stratified update.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import jax
@@ -32,7 +34,13 @@ from stratdiff.diffusion import PRESETS, BehaviourModel, energy_update, sample
 from stratdiff.runner import _online_update
 from stratdiff.stratify import NoStratifier
 from stratdiff.stratify.amortised import AmortisedScore
-from stratdiff.stratify.stratdiff import SCALE_DEFAULTS, StratDiffConfig, StratDiffStratifier, make_stratifier
+from stratdiff.stratify.stratdiff import (
+    SCALE_DEFAULTS,
+    RandomSplitStratifier,
+    StratDiffConfig,
+    StratDiffStratifier,
+    make_stratifier,
+)
 from stratdiff.types import ONLINE, Batch
 
 OBS, ACT, BATCH = 17, 6, 256
@@ -64,12 +72,20 @@ def _stratifier(scale: str, **overrides) -> StratDiffStratifier:
                            dataclasses.replace(diff_cfg.sampler, steps=steps), amortised)
 
 
+def _schedule_cycle(stratifier) -> int:
+    """Update calls after which a stratifier's schedule (its CEP and g steps) repeats."""
+    if not isinstance(stratifier, StratDiffStratifier):
+        return 1
+    return math.lcm(stratifier.config.energy_every, stratifier.config.amortised_every)
+
+
 def _time(agent, stratifier, seconds: float) -> float:
     """Milliseconds per online update call (median-free: total time over as many calls as fit)."""
     batch = _batch(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(4)
-    _, stratifier, metrics = _online_update(agent, stratifier.scheduled(), batch, key)  # compile (donated)
-    jax.block_until_ready(metrics)
+    for n in range(_schedule_cycle(stratifier)):  # compile each call's variant of the schedule
+        _, stratifier, metrics = _online_update(agent, stratifier.scheduled(), batch, jax.random.fold_in(key, 1_000_000 + n))
+        jax.block_until_ready(metrics)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or n < 3:
         # the stratifier's state carries on (its schedules run as in a run); the agent is reset
@@ -165,6 +181,9 @@ def bench_with_amortised(seconds: float = 10.0) -> dict[str, float]:
         out[f"{name}_stratified_update_gflop"] = stratified_update_gflop(agent)
         out[f"{name}_stratified_update_ms"] = stratified
         out[f"{name}_stratified_update_ratio"] = stratified / base
+        random_split = _time(agent, RandomSplitStratifier(StratDiffConfig(score="random"), 0.5), seconds)
+        out[f"stratdiff-{name}_random_split_ms"] = random_split
+        out[f"stratdiff-{name}_random_split_ratio_to_stratified"] = random_split / stratified
         for scale in AMORTISED_SCALES:
             ms = _time(agent, _stratifier(scale, score="amortised"), seconds)
             out[f"stratdiff-{name}_amortised_{scale}_settings_ms"] = ms
