@@ -1,11 +1,7 @@
-"""StratDiff's stratifier on a toy problem with a known answer, its ablation switches, and
-smoke runs of both StratDiff variants end to end."""
+"""StratDiff's stratifier on a toy problem with a known answer and its ablation switches
+(smoke runs of both StratDiff variants end to end: test_stratify_stratdiff_runs.py)."""
 
 from __future__ import annotations
-
-import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -133,99 +129,6 @@ def test_energy_every_updates_the_energy_on_schedule_only(toy):
     state = strat.state_dict()
     restored = make_stratifier(model, obs, 1.0, energy_every=3).load_state_dict(state)
     assert int(restored.calls) == 5 and float(restored.energy_info["cep_loss"]) == losses[4]
-
-
-def test_stratdiff_iql_killed_and_resumed_matches_uninterrupted(hopper_hdf5, tmp_path):
-    import csv
-
-    from stratdiff.methods import resolve_config
-    from stratdiff.runner import train
-
-    cfg = resolve_config("stratdiff-iql", str(hopper_hdf5), "Hopper-v5", "smoke", 0, {
-        "stratifier.guidance_scale": 3.0, "offline_steps": 40, "online_steps": 80, "log_every": 10,
-        "eval_every": 40, "checkpoint_every": 20, "online_warmup_steps": 10, "eval_episodes": 1,
-        "batch_size": 32})
-    full = train(cfg, tmp_path / "full", progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", progress=False, stop_after=100)
-    behaviour = (tmp_path / "killed" / "behaviour" / "energy.msgpack").stat().st_mtime_ns
-    resumed = train(cfg, tmp_path / "killed", resume=True, progress=False)
-    # the pretrained behaviour model is reused, the online energy state comes from the checkpoint
-    assert (tmp_path / "killed" / "behaviour" / "energy.msgpack").stat().st_mtime_ns == behaviour
-
-    def rows(run):
-        with open(tmp_path / run / "metrics.csv", newline="") as f:
-            return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in csv.DictReader(f)]
-
-    assert rows("killed") == rows("full")
-    assert resumed["final_score"] == full["final_score"]
-
-    # Figure 2 and the split agreement on the finished run
-    from stratdiff.commands.diffusion_similarity import main as similarity
-
-    assert similarity([str(tmp_path / "full"), "--states", "64", "--batches", "1"]) == 0
-    result = json.loads((tmp_path / "full" / "similarity.json").read_text())
-    assert set(result["figure2"]) == {"offline policy", "diffusion", "guided diffusion"}
-    agreement = result["split_agreement"]
-    settings = agreement["settings"]
-    assert agreement["reference"] == "gaussian_fit M=64, 15 steps (reference)" and agreement["samples"] == 32
-    assert settings[agreement["reference"]]["reference"] == 1.0  # its first draw is the reference
-    assert {"gaussian_fit M=8, 15 steps (default)", "fixed_sigma, 5 steps", "random split"} <= set(settings)
-    assert set(agreement["energy_lag"]) == {"reference, energy 4 CEP steps on", "reference, energy 16 CEP steps on"}
-    values = [v for row in settings.values() for v in row.values()] + list(agreement["energy_lag"].values())
-    assert all(0.0 <= v <= 1.0 for v in values) and 0.0 <= agreement["source_match"] <= 1.0
-    assert (tmp_path / "full" / "similarity.png").stat().st_size > 1000
-    assert similarity([str(tmp_path / "nothing-here")]) == 1
-
-
-@pytest.mark.parametrize("algo", ["stratdiff-calql"])
-def test_smoke_run_end_to_end(algo, hopper_hdf5, tmp_path):
-    out = tmp_path / algo
-    cmd = [sys.executable, "-m", "stratdiff.cli", "train", "--algo", algo, "--dataset", str(hopper_hdf5),
-           "--env", "Hopper-v5", "--preset", "smoke", "--out", str(out), "--no-progress",
-           "--set", "stratifier.guidance_scale=3.0", "offline_steps=50", "online_steps=60", "log_every=10",
-           "eval_every=30", "checkpoint_every=30", "online_warmup_steps=20", "eval_episodes=1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert np.isfinite(summary["final_score"])
-    assert (out / "behaviour" / "config.json").is_file()
-    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
-    for key in ("strat/exchange", "strat/score_online_mean", "frac_online_like"):
-        assert key in header, key
-
-
-def test_any_dataset_name_takes_the_task_kind_defaults(hopper_hdf5, tmp_path):
-    """A user's own file (a name the paper's Table 4 does not list) runs: the locomotion defaults
-    (guidance scale 5.0, the median of Table 4's locomotion scales; K = 16) are said once and
-    recorded in config.json; a resume with the same command continues the same run."""
-    import shutil
-
-    from stratdiff.diffusion import TASK_KIND_DEFAULTS
-    from stratdiff.stratify.stratdiff import dataset_values
-
-    assert (TASK_KIND_DEFAULTS["locomotion"].guidance_scale, TASK_KIND_DEFAULTS["locomotion"].num_support) == (5.0, 16)
-    assert (TASK_KIND_DEFAULTS["antmaze"].guidance_scale, TASK_KIND_DEFAULTS["antmaze"].num_support) == (3.0, 32)
-    assert dataset_values({}, "hopper-medium-replay-v5", "locomotion") == ({}, None)
-    assert dataset_values({}, "my-maze", "antmaze")[0] == {"guidance_scale": 3.0, "num_support": 32}
-    assert dataset_values({"guidance_scale": 2.0}, "my-data", "locomotion")[0] == {"num_support": 16}
-
-    data = tmp_path / "my_data.hdf5"
-    shutil.copy(hopper_hdf5, data)
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "stratdiff.cli", "train", "--algo", "stratdiff-iql", "--dataset", str(data),
-           "--env", "Hopper-v5", "--preset", "smoke", "--out", str(out), "--no-progress",
-           "--set", "offline_steps=20", "online_steps=30", "log_every=10", "eval_every=30",
-           "checkpoint_every=10", "online_warmup_steps=10", "eval_episodes=1", "batch_size=16"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("is not in the paper's Table 4") == 1, done.stdout[-2000:]
-    assert "stratifier.guidance_scale=5.0" in done.stdout
-    stored = json.loads((out / "config.json").read_text())["stratifier"]
-    assert stored["guidance_scale"] == 5.0 and stored["num_support"] == 16
-    assert json.loads((out / "behaviour" / "config.json").read_text())["config"]["num_support"] == 16
-    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
 
 
 def test_offline_rows_bounds_the_offline_like_count(toy):

@@ -16,6 +16,16 @@ TINY = ("offline_steps=20", "online_steps=20", "online_warmup_steps=5", "log_eve
         "checkpoint_every=20", "eval_episodes=1", "batch_size=16")
 
 
+def run_file(folder: Path) -> Path:
+    """The one offline run file under `folder/wandb/`, complete: W&B's service writes the file on
+    after `finish()` returns, and `wandb.teardown()` waits for it to end."""
+    import wandb
+
+    wandb.teardown()
+    [path] = (folder / "wandb").glob("offline-run-*/run-*.wandb")
+    return path
+
+
 def wandb_records(path: Path) -> list:
     """The protobuf records of a W&B run file (`run-ID.wandb`: a 7-byte header, then LevelDB-style
     log blocks of 32 KiB whose records carry a 7-byte header: checksum, length, type)."""
@@ -49,15 +59,14 @@ def test_wandb_offline_run_holds_config_and_metric_rows(hopper_hdf5, tmp_path, m
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))  # the run folder wins over W&B's default
+    monkeypatch.delenv("WANDB_DIR", raising=False)  # unset: the run folder holds W&B's files
     out = tmp_path / "run"
     argv = ["--algo", "iql", "--dataset", str(hopper_hdf5), "--env", "Hopper-v5", "--preset", "smoke",
             "--out", str(out), "--no-progress", "--wandb", "--wandb-project", "proj", "--wandb-group", "grp",
             "--set", *TINY]
     assert train.main(argv) == 0
 
-    [run_file] = (out / "wandb").glob("offline-run-*/run-*.wandb")
-    records = wandb_records(run_file)
+    records = wandb_records(run_file(out))
     [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert (run.project, run.run_group, run.display_name) == ("proj", "grp", f"iql/{hopper_hdf5.name}/seed0")
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
@@ -80,6 +89,32 @@ def test_wandb_offline_run_holds_config_and_metric_rows(hopper_hdf5, tmp_path, m
         assert logged == expected
     summary = json.loads((out / "summary.json").read_text())
     assert history[40]["eval/score"] == summary["final_score"]
+
+
+@pytest.mark.parametrize("wandb_dir_set", [False, True])
+def test_wandb_files_go_to_wandb_dir_when_set_else_to_the_run_folder(wandb_dir_set, tmp_path, monkeypatch):
+    from stratdiff.wandb_logging import WandbLogger, WandbOptions
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.chdir(tmp_path)  # W&B's own default (./wandb) is neither folder below
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "run"
+    if wandb_dir_set:
+        monkeypatch.setenv("WANDB_DIR", str(elsewhere))
+    else:
+        monkeypatch.delenv("WANDB_DIR", raising=False)
+    logger = WandbLogger(WandbOptions(project="proj", name="dir-check"), {"seed": 3}, out)
+    logger.log({"step": 7, "eval/score": 12.5})
+    logger.finish({"final_score": 12.5})
+
+    expected, other = (elsewhere, out) if wandb_dir_set else (out, elsewhere)
+    records = wandb_records(run_file(expected))
+    assert not (other / "wandb").exists() and not (tmp_path / "wandb").exists()
+    [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert (run.project, run.display_name) == ("proj", "dir-check")
+    [history] = [r.history for r in records if r.WhichOneof("record_type") == "history"]
+    items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in history.item}
+    assert history.step.num == 7 and items["eval/score"] == 12.5
 
 
 def test_sweep_runs_log_to_wandb_grouped_by_the_sweep(tmp_path):

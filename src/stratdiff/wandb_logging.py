@@ -2,8 +2,9 @@
 
 A run logs its config once and every row it writes to `metrics.csv` (same keys, `step` as
 W&B's step), and its `summary.json` as the W&B run summary at the end. The W&B run's files
-go to `RUN_FOLDER/wandb/`. W&B's own settings apply: `WANDB_MODE=offline` writes the run
-there without any network (upload later with `wandb sync`), `WANDB_API_KEY` logs in.
+go to `RUN_FOLDER/wandb/`, or to `$WANDB_DIR/wandb/` where the environment variable `WANDB_DIR`
+is set (W&B's convention: the variable wins). W&B's own settings apply: `WANDB_MODE=offline`
+writes the run there without any network (upload later with `wandb sync`), `WANDB_API_KEY` logs in.
 
 A resumed run continues the same W&B run: its id is derived from the run folder and config.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +52,10 @@ class WandbLogger:
             raise WandbError("--wandb needs Weights & Biases: pip install 'stratdiff[wandb]'") from None
         out = Path(out_dir)
         config_json = json.dumps(config, sort_keys=True)
+        root = os.environ.get("WANDB_DIR") or str(out)  # read now: W&B reads it once per process
         try:
             self.run = wandb.init(project=options.project, group=options.group, name=options.name,
-                                  config=config, dir=str(out), id=run_id(out, config_json), resume="allow")
+                                  config=config, dir=root, id=run_id(out, config_json), resume="allow")
         except Exception as e:  # noqa: BLE001  (not logged in, no network in online mode, ...)
             msg = " ".join(str(e).split())[:300]
             raise WandbError(f"--wandb: W&B could not start a run ({type(e).__name__}: {msg}); "
