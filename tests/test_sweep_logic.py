@@ -246,3 +246,27 @@ def test_cli_ablation_flags_become_overrides():
                              no_energy=True, no_online_expectile=True, exchange_cap=8, split_by_source=True)
     assert command.overrides(args) == ("utd=10", "stratifier.guidance=false", "stratifier.split_by_source=true",
                                        "agent.online_value_loss=\"symmetric\"", "stratifier.exchange_cap=8")
+
+
+def test_a_lock_held_by_an_exited_unreaped_process_is_stale(tmp_path):
+    """A killed process that its parent has not reaped yet (a zombie) holds no lock."""
+    import socket
+    import subprocess
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(200):  # until it has exited; Popen does not reap it before poll()/wait()
+            stat = Path(f"/proc/{child.pid}/stat").read_text()
+            if stat[stat.rindex(")") + 2:].startswith("Z"):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the child did not exit")
+        assert not locks._alive(child.pid) and locks._alive(os.getpid())
+        lock = tmp_path / sweep.LOCK
+        lock.write_text(f"{socket.gethostname()} {child.pid}")
+        assert locks.acquire_lock(lock) is None  # taken over
+        assert lock.read_text() == f"{socket.gethostname()} {os.getpid()}"
+    finally:
+        child.wait()

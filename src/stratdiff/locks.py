@@ -24,13 +24,24 @@ class FolderBusyError(UserError, RuntimeError):
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs: a process that has exited but that its parent has not reaped
+    yet (a zombie, e.g. a killed Ray worker) holds no lock any more."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """True when /proc says `pid` has exited unreaped (Linux; False where /proc cannot tell)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].startswith("Z")
 
 
 def _me() -> str:
