@@ -22,14 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import flax.struct
+from stratdiff.stratify.base import StatelessStratifier
 
 
-class NoStratifier(flax.struct.PyTreeNode):
+class NoStratifier(StatelessStratifier):
     """Every sample offline-like: the plain backbone (Cal-QL, IQL)."""
-
-    def scheduled(self) -> NoStratifier:
-        return self
 
     def split(self, agent, batch, key):
         del agent, batch, key
@@ -38,13 +35,6 @@ class NoStratifier(flax.struct.PyTreeNode):
     def offline_rows(self, batch_size: int) -> None:
         del batch_size
         return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> NoStratifier:
-        del state
-        return self
 
 
 def _build_none(context: dict[str, Any]) -> NoStratifier:

@@ -69,6 +69,7 @@ from stratdiff.progress import progress_bar
 from stratdiff.stratify import amortised as amortised_score
 from stratdiff.stratify.amortised import TARGETS as AMORTISED_TARGETS
 from stratdiff.stratify.amortised import AmortisedScore
+from stratdiff.stratify.base import StatelessStratifier
 from stratdiff.stratify.split import (
     SCORES,
     alignment_score,
@@ -164,7 +165,7 @@ SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
 # `study` (results/study-200k/): the cpu sizes with the amortised score: one g step every 8th call
 # on guided samples drawn with 5 solver steps (as the cpu preset's exact score draws them), a CEP
 # step every 32nd call. These put StratDiff-IQL's update within 1.5x of the stratified IQL update
-# (docs/speed.md); with the exact score (194 ms per update) 100k online steps would take ~5.5 h.
+# (docs/speed.md); with the exact score (190 ms per update) 100k online steps would take ~5.3 h.
 SCALE_DEFAULTS["study"] = dict(SCALE_DEFAULTS["cpu"], score="amortised", amortised_every=8,
                                amortised_sampler_steps=5, energy_every=32)
 
@@ -288,23 +289,13 @@ class StratDiffStratifier(flax.struct.PyTreeNode):
         return strat, online_like, next_candidates, metrics
 
 
-class RandomSplitStratifier(flax.struct.PyTreeNode):
+class RandomSplitStratifier(StatelessStratifier):
     """`score=random`: each minibatch split uniformly at random (`random_scores`), then `strata`
     as for StratDiff's scores. No model and no state that changes online: each call's
     randomness comes from its key, so a checkpoint holds nothing of it."""
 
     config: StratDiffConfig = flax.struct.field(pytree_node=False)
     rho: float = flax.struct.field(pytree_node=False)
-
-    def scheduled(self) -> RandomSplitStratifier:
-        return self
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> RandomSplitStratifier:
-        del state
-        return self
 
     def offline_rows(self, batch_size: int) -> int | None:
         return offline_like_rows(self.config, self.rho, batch_size)
