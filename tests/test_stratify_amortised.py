@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stratdiff.diffusion import sample
-from stratdiff.stratify.amortised import MIN_STD, AmortisedScore, online_update, pretrain
+from stratdiff.stratify.amortised import MIN_STD, PRETRAIN_BATCH, AmortisedScore, Replay, online_update, pretrain
 from stratdiff.stratify.split import score_gaussian, score_gaussian_fit
 from test_stratify_stratdiff import ACT, N, OBS, behaviour_action, toy, toy_batch  # noqa: F401
 from test_stratify_stratdiff import make_stratifier as exact_stratifier
@@ -171,13 +171,74 @@ def test_online_update_uses_the_requested_number_of_states(toy):
                                                      jax.tree_util.tree_leaves(g.params)))
 
 
+def test_replay_takes_fresh_samples_in_place_of_the_oldest_and_steps_on_its_rows(toy):
+    model, _, obs = toy
+    g = AmortisedScore.create(jax.random.PRNGKey(0), OBS, ACT, (16,), replay=6, num_samples=4)
+    g, _ = pretrain(g, model, np.asarray(obs[:50]), jax.random.PRNGKey(2), None, 200, 4, model.config.sampler)
+    ring = g.replay
+    # the replay starts as 6 distinct pool states with their samples
+    assert int(ring.next) == 0 and len({tuple(np.round(np.asarray(r), 6)) for r in ring.observations}) == 6
+    assert all(any(np.array_equal(r, p) for p in np.asarray(obs[:50])) for r in np.asarray(ring.observations))
+    pool_rows = ring.observations
+    added = ring.add(obs[100:104], jnp.full((4, 4, ACT), 0.5))
+    np.testing.assert_array_equal(added.observations[:4], obs[100:104])
+    np.testing.assert_array_equal(added.observations[4:], pool_rows[4:])
+    assert int(added.next) == 4
+    wrapped = added.add(obs[104:107], jnp.zeros((3, 4, ACT)))  # rows 4, 5, then 0
+    np.testing.assert_array_equal(np.asarray(wrapped.observations)[[4, 5, 0]], obs[104:107])
+    np.testing.assert_array_equal(wrapped.observations[1:4], obs[101:104])
+    assert int(wrapped.next) == 1
+    # an online step: 3 fresh states into the ring, then one Adam step on replay rows
+    new, loss = online_update(g, model, obs[200:203], jax.random.PRNGKey(3), None, 3, 4, model.config.sampler)
+    assert int(new.step) == int(g.step) + 1 and int(new.replay.next) == 3 and np.isfinite(float(loss))
+    np.testing.assert_array_equal(np.sort(np.asarray(new.replay.observations[:3]), axis=0),
+                                  np.sort(np.asarray(obs[200:203]), axis=0))
+    np.testing.assert_array_equal(new.replay.observations[3:], g.replay.observations[3:])
+    # its loss is the replay's (all 6 rows, drawn with replacement), not the 3 fresh samples'
+    fresh_only = online_update(g.replace(replay=None), model, obs[200:203], jax.random.PRNGKey(3), None, 3, 4,
+                               model.config.sampler)[1]
+    assert float(loss) != float(fresh_only)
+    assert PRETRAIN_BATCH > 6
+    restored = AmortisedScore.create(jax.random.PRNGKey(9), OBS, ACT, (16,), replay=6, num_samples=4)
+    restored = restored.load_state_dict(new.state_dict())
+    np.testing.assert_array_equal(restored.replay.samples, new.replay.samples)
+    assert int(restored.replay.next) == 3
+    with pytest.raises(ValueError, match="amortised_replay=6 exceeds"):
+        pretrain(AmortisedScore.create(jax.random.PRNGKey(0), OBS, ACT, (16,), replay=6), model,
+                 np.asarray(obs[:5]), jax.random.PRNGKey(2), None, 200, 8, model.config.sampler)
+    assert isinstance(Replay.empty(2, OBS, 4, ACT).next, jax.Array)
+
+
+def test_a_pretrained_g_is_not_reused_under_other_options(toy, tmp_path):
+    import dataclasses
+
+    from stratdiff.stratify.stratdiff import StratDiffConfig, _build_amortised
+
+    model, _, obs = toy
+    cfg = StratDiffConfig(score="amortised", amortised_hidden_dims=(16,), amortised_pool_states=64,
+                          amortised_pretrain_steps=200, amortised_replay=8, amortised_states=4)
+    g = _build_amortised(tmp_path, cfg, model, np.asarray(obs[:64]), None, jax.random.PRNGKey(0), False)
+    again = _build_amortised(tmp_path, cfg, model, np.asarray(obs[:64]), None, jax.random.PRNGKey(1), False)
+    np.testing.assert_array_equal(again.replay.observations, g.replay.observations)  # loaded, not retrained
+    meta = json.loads((tmp_path / "amortised.json").read_text())
+    assert meta["replay"] == 8 and meta["pretrain_steps"] == 200 and meta["pool_states"] == 64
+    with pytest.raises(ValueError, match="pretrain_steps: 200 there, 400 here"):
+        _build_amortised(tmp_path, dataclasses.replace(cfg, amortised_pretrain_steps=400), model,
+                         np.asarray(obs[:64]), None, jax.random.PRNGKey(0), False)
+    with pytest.raises(ValueError, match="replay: 8 there, 16 here"):
+        _build_amortised(tmp_path, dataclasses.replace(cfg, amortised_replay=16), model,
+                         np.asarray(obs[:64]), None, jax.random.PRNGKey(0), False)
+    with pytest.raises(ValueError, match="amortised_replay must be 0"):
+        StratDiffConfig(score="amortised", amortised_replay=3, amortised_states=4)
+
+
 def test_stratdiff_iql_amortised_smoke_run_resumes_to_the_same_numbers(hopper_hdf5, tmp_path):
     from stratdiff.methods import resolve_config
     from stratdiff.runner import train
 
     cfg = resolve_config("stratdiff-iql", str(hopper_hdf5), "Hopper-v5", "smoke", 0, {
         "stratifier.guidance_scale": 3.0, "stratifier.score": "amortised", "stratifier.amortised_states": 4,
-        "stratifier.amortised_every": 2, "offline_steps": 40, "online_steps": 80, "log_every": 10,
+        "stratifier.amortised_every": 2, "stratifier.amortised_replay": 16, "offline_steps": 40, "online_steps": 80, "log_every": 10,
         "eval_every": 40, "checkpoint_every": 20, "online_warmup_steps": 10, "eval_episodes": 1,
         "batch_size": 32})
     full = train(cfg, tmp_path / "full", progress=False)

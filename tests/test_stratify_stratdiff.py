@@ -145,7 +145,7 @@ def test_offline_rows_bounds_the_offline_like_count(toy):
     assert int(jnp.sum(~online_like)) <= strat.offline_rows(2 * N)
 
 
-def test_study_preset_is_the_200k_protocol_with_the_cpu_behaviour_model():
+def test_study_preset_is_the_100k_protocol_with_the_cpu_behaviour_model():
     from stratdiff.diffusion import PRESETS
     from stratdiff.methods import resolve_config
     from stratdiff.stratify.stratdiff import SCALE_DEFAULTS
@@ -153,13 +153,18 @@ def test_study_preset_is_the_200k_protocol_with_the_cpu_behaviour_model():
     loco = resolve_config("stratdiff-iql", "halfcheetah-medium-v5", "HalfCheetah-v5", "study", 1)
     ant = resolve_config("iql", "antmaze-umaze-diverse-v0", "antmaze-umaze-diverse-v0", "study", 1)
     for cfg in (loco, ant):
-        assert (cfg.offline_steps, cfg.online_steps, cfg.rho, cfg.utd) == (300_000, 200_000, 0.5, 1)
-        assert (cfg.eval_every, cfg.checkpoint_every, cfg.online_warmup_steps) == (10_000, 10_000, 5000)
-    assert (loco.eval_episodes, ant.eval_episodes) == (10, 100)
+        assert (cfg.offline_steps, cfg.online_steps, cfg.rho, cfg.utd) == (300_000, 100_000, 0.5, 1)
+        assert (cfg.eval_every, cfg.checkpoint_every, cfg.online_warmup_steps) == (5_000, 10_000, 5000)
+    assert (loco.eval_episodes, ant.eval_episodes) == (10, 50)
+    # AntMaze keeps its task-kind transforms and the cpu scale its 100-episode evaluations
+    assert (ant.reward_transform, ant.normalize_states) == ("antmaze_iql", False)
+    assert resolve_config("iql", "antmaze-umaze-diverse-v0", "antmaze-umaze-diverse-v0", "cpu", 1).eval_episodes == 100
     assert PRESETS["study"] == PRESETS["cpu"]
     cpu = dict(SCALE_DEFAULTS["cpu"])
     study = dict(SCALE_DEFAULTS["study"])
-    for key in ("diffusion_steps", "support_states", "energy_pretrain_steps", "sampler_steps"):
+    for key in ("support_states", "energy_pretrain_steps", "sampler_steps"):
         assert study[key] == cpu[key]
-    assert (study["score"], study["amortised_every"], study["amortised_sampler_steps"], study["energy_every"]) == (
-        "amortised", 8, 5, 32)
+    assert (study["diffusion_steps"], cpu["diffusion_steps"]) == (40_000, 20_000)
+    assert (study["score"], study["amortised_every"], study["amortised_states"], study["amortised_replay"],
+            study["amortised_sampler_steps"], study["energy_every"]) == ("amortised", 16, 64, 512, 5, 32)
+    assert (study["amortised_pool_states"], study["amortised_pretrain_steps"]) == (16_384, 4_000)

@@ -10,6 +10,10 @@
 # `stratdiff diffusion similarity SNAPSHOT --batches 8` on each: the JSON files land beside this
 # script as DATASET-stepN.json. Run folders go to runs/score-reference/ (not committed); run it
 # again after an interruption: the run resumes from its last checkpoint.
+#
+# REWIND=1 measures the online phase again from the copy taken at its start (after the score
+# options changed, say): the old run folder moves to run.old, and `rewind.py` sets up the run
+# at the end of the same offline phase, so the behaviour model and energy are not trained again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATASET=$1
@@ -22,6 +26,13 @@ PYTHON=${PYTHON:-.venv/bin/python}
 ROOT=runs/score-reference/$DATASET-s$SEED
 RESULTS=results/score-reference
 mkdir -p "$ROOT"
+if [ "${REWIND:-0}" = 1 ]; then
+  rm -rf "$ROOT/run.old" "$ROOT/step$OFF.old"
+  if [ -d "$ROOT/run" ]; then mv "$ROOT/run" "$ROOT/run.old"; fi
+  mv "$ROOT/snapshots/step$OFF" "$ROOT/step$OFF.old"
+  rm -rf "$ROOT/snapshots"
+  "$PYTHON" results/score-reference/rewind.py "$ROOT/step$OFF.old" "$ROOT/run"
+fi
 RESUME=()
 [ -f "$ROOT/run/config.json" ] && RESUME=(--resume)
 "$STRATDIFF" train --algo stratdiff-iql --preset study --dataset "$DATASET" --seed "$SEED" --out "$ROOT/run" \

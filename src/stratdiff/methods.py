@@ -133,17 +133,20 @@ SCALES: dict[str, dict[str, dict[str, Any]]] = {
         "default": dict(offline_steps=1_000_000, online_steps=200_000, online_warmup_steps=5000,
                         log_every=1000, eval_every=10_000, eval_episodes=10, checkpoint_every=50_000),
     },
-    # The paper's online budget on a CPU (results/study-200k/): 200k online steps, rho = 0.5,
-    # UTD 1, evaluations every 10k online steps (10 episodes; 100 on AntMaze), the paper's 5k
-    # warm-up steps. Differences from `paper`: 300k offline steps instead of 1M (offline
-    # evaluations every 50k), checkpoints every 10k steps instead of 50k, StratDiff's behaviour
-    # model and energy pretraining at the `cpu` sizes, and its online split by the amortised
-    # score, g and CEP on cheaper schedules (stratdiff.stratify.stratdiff.SCALE_DEFAULTS["study"],
-    # stratdiff.diffusion.PRESETS["study"]; results/study-200k/README.md lists every difference).
+    # Half the paper's online budget on a CPU (results/study-100k/): 100k online steps, rho = 0.5,
+    # UTD 1, the paper's 5k warm-up steps. Differences from `paper`: 300k offline steps instead of
+    # 1M (offline evaluations every 50k), 100k online steps instead of 200k, evaluations every 5k
+    # online steps instead of 10k (10 episodes; AntMaze 50 instead of 100), checkpoints every 10k
+    # steps instead of 50k, StratDiff's behaviour model at the `cpu` width trained for 40k steps
+    # and its energy pretraining at the `cpu` size, and its online split by the amortised score,
+    # g and CEP on cheaper schedules (stratdiff.stratify.stratdiff.SCALE_DEFAULTS["study"],
+    # stratdiff.diffusion.PRESETS["study"]; results/study-100k/README.md lists every difference).
     "study": {
-        "default": dict(offline_steps=300_000, online_steps=200_000, online_warmup_steps=5000,
-                        log_every=1000, eval_every=10_000, offline_eval_every=50_000, eval_episodes=10,
+        "default": dict(offline_steps=300_000, online_steps=100_000, online_warmup_steps=5000,
+                        log_every=1000, eval_every=5_000, offline_eval_every=50_000, eval_episodes=10,
                         checkpoint_every=10_000),
+        "antmaze/iql": dict(eval_episodes=50),
+        "antmaze/calql": dict(eval_episodes=50),
     },
 }
 
@@ -197,9 +200,10 @@ def resolve_config(algo: str, dataset: str, env_id: str, preset: str, seed: int,
     scale = SCALES[preset]
     values: dict[str, Any] = dict(algo=algo, dataset=dataset, env=env_id, seed=seed, preset=preset)
     kind = task_kind(env_id)
-    for key in ("default", backbone, f"{kind}/{backbone}"):
+    for key in ("default", backbone):
         values = _merge(values, scale.get(key, {}))
     values = _merge(values, TASK_PRESETS[kind].get(backbone, {}))
+    values = _merge(values, scale.get(f"{kind}/{backbone}", {}))  # a scale's own task-kind values win
     values = _merge(values, method.presets.get(preset, {}))
     values = _merge(values, method.task_presets.get(kind, {}))
     nested: dict[str, dict[str, Any]] = {"agent": {}, "stratifier": {}, "source": {}}

@@ -173,7 +173,7 @@ PRESETS: dict[str, DiffusionConfig] = {
                              batch_size=64, train_steps=20, energy_batch_size=16, support_states=64,
                              sampler=SamplerConfig(steps=3)),
 }
-PRESETS["study"] = PRESETS["cpu"]  # the 200k-step study keeps the cpu behaviour model
+PRESETS["study"] = PRESETS["cpu"]  # the study keeps the cpu behaviour model (its training steps: SCALE_DEFAULTS)
 
 
 def _static():

@@ -67,7 +67,8 @@ def _stratifier(scale: str, **overrides) -> StratDiffStratifier:
     amortised = None
     if cfg.score == "amortised":
         amortised = AmortisedScore.create(jax.random.PRNGKey(5), OBS, ACT, cfg.amortised_hidden_dims,
-                                          cfg.amortised_lr)
+                                          cfg.amortised_lr, cfg.amortised_target, cfg.amortised_replay,
+                                          cfg.amortised_samples)
     return make_stratifier(model, support_obs, support, cfg, 0.5, 3.0,
                            dataclasses.replace(diff_cfg.sampler, steps=steps), amortised)
 

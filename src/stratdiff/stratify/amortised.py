@@ -19,8 +19,10 @@ compute (where all M samples sit on a clip bound, the floor, which a likelihood 
 the score is Eq. 10's Gaussian KL with (mu, sigma) = g(s): one forward pass for the batch.
 g is pretrained offline, after CEP, on a pool of guided samples for dataset states (`pretrain`),
 and kept current online by one Adam step per update call (or every few calls) on fresh guided
-samples for a few of the batch's states (`AmortisedScore.update`). sigma is floored at the
-exact form's 1e-2 (`MIN_STD`), in training and in the score.
+samples for a few of the batch's states (`online_update`). With a replay (`Replay`), those fresh
+samples replace the oldest rows of a small ring buffer of guided samples, and the step trains on
+256 of its rows: as fresh as the ring's turnover, with the gradient noise of a full batch.
+sigma is floored at the exact form's 1e-2 (`MIN_STD`), in training and in the score.
 """
 
 from __future__ import annotations
@@ -41,8 +43,28 @@ MAX_LOG_STD = 1.0  # sigma <= e: guided actions lie in [-1, 1]
 TARGETS = ("likelihood", "fit")  # g's training objective (module docstring)
 
 
+class Replay(flax.struct.PyTreeNode):
+    """A ring buffer of guided samples for g's online steps: `size` states, `next` the oldest row."""
+
+    observations: jax.Array  # [P, obs]
+    samples: jax.Array  # [P, M, act]
+    next: jax.Array  # the row the next fresh state overwrites
+
+    @classmethod
+    def empty(cls, size: int, obs_dim: int, num_samples: int, act_dim: int) -> Replay:
+        return cls(observations=jnp.zeros((size, obs_dim), jnp.float32),
+                   samples=jnp.zeros((size, num_samples, act_dim), jnp.float32), next=jnp.zeros((), jnp.int32))
+
+    def add(self, observations: jax.Array, samples: jax.Array) -> Replay:
+        """The oldest `n` rows replaced by `observations` [n, obs] and their `samples` [n, M, act]."""
+        rows = (self.next + jnp.arange(observations.shape[0])) % self.observations.shape[0]
+        return self.replace(observations=self.observations.at[rows].set(observations),
+                            samples=self.samples.at[rows].set(samples),
+                            next=(self.next + observations.shape[0]) % self.observations.shape[0])
+
+
 class AmortisedScore(flax.struct.PyTreeNode):
-    """g(s) -> (mu, sigma): parameters, Adam state and update count."""
+    """g(s) -> (mu, sigma): parameters, Adam state, update count and (optionally) the replay."""
 
     params: dict
     opt_state: optax.OptState
@@ -51,16 +73,21 @@ class AmortisedScore(flax.struct.PyTreeNode):
     hidden_dims: tuple[int, ...] = flax.struct.field(pytree_node=False)
     lr: float = flax.struct.field(pytree_node=False)
     target: str = flax.struct.field(pytree_node=False, default="likelihood")
+    replay: Replay | None = None  # online steps train on this ring buffer (None: on the fresh samples only)
 
     @classmethod
     def create(cls, key: jax.Array, obs_dim: int, act_dim: int, hidden_dims: Sequence[int] = (256, 256),
-               lr: float = 1e-3, target: str = "likelihood") -> AmortisedScore:
+               lr: float = 1e-3, target: str = "likelihood", replay: int = 0,
+               num_samples: int = 8) -> AmortisedScore:
+        """`replay` > 0: a ring buffer of that many states with `num_samples` guided samples each
+        (filled by `pretrain`)."""
         if target not in TARGETS:
             raise ValueError(f"stratifier.amortised_target must be one of {TARGETS}, got {target!r}")
         hidden_dims = tuple(hidden_dims)
         params = _net(hidden_dims, act_dim).init(key, jnp.zeros((1, obs_dim), jnp.float32))
         return cls(params=params, opt_state=optax.adam(lr).init(params), step=jnp.zeros((), jnp.int32),
-                   act_dim=act_dim, hidden_dims=hidden_dims, lr=lr, target=target)
+                   act_dim=act_dim, hidden_dims=hidden_dims, lr=lr, target=target,
+                   replay=Replay.empty(replay, obs_dim, num_samples, act_dim) if replay else None)
 
     def mean_log_std(self, observations: jax.Array, params: dict | None = None) -> tuple[jax.Array, jax.Array]:
         """g's raw outputs (mu, log sigma before the clip), each [n, act], for states [n, obs]."""
@@ -102,10 +129,17 @@ class AmortisedScore(flax.struct.PyTreeNode):
                             step=self.step + 1), loss
 
     def state_dict(self) -> dict:
-        return {"params": self.params, "opt_state": self.opt_state, "step": self.step}
+        state = {"params": self.params, "opt_state": self.opt_state, "step": self.step}
+        if self.replay is not None:
+            state["replay"] = {"observations": self.replay.observations, "samples": self.replay.samples,
+                               "next": self.replay.next}
+        return state
 
     def load_state_dict(self, state: dict) -> AmortisedScore:
-        return self.replace(params=state["params"], opt_state=state["opt_state"], step=jnp.asarray(state["step"]))
+        g = self.replace(params=state["params"], opt_state=state["opt_state"], step=jnp.asarray(state["step"]))
+        if self.replay is not None:
+            g = g.replace(replay=Replay(**{k: jnp.asarray(v) for k, v in state["replay"].items()}))
+        return g
 
 
 def _net(hidden_dims: tuple[int, ...], act_dim: int) -> MLP:
@@ -121,15 +155,24 @@ def guided_samples(model: BehaviourModel, observations: jax.Array, key: jax.Arra
 def online_update(score: AmortisedScore, model: BehaviourModel, observations: jax.Array, key: jax.Array,
                   guidance_scale: float | None, num_states: int, num_samples: int,
                   sampler: SamplerConfig) -> tuple[AmortisedScore, jax.Array]:
-    """One step on fresh guided samples for `num_states` states drawn from `observations` [n, obs]."""
-    k_rows, k_sample = jax.random.split(key)
+    """Fresh guided samples for `num_states` states drawn from `observations` [n, obs], then one
+    step: on those samples, or, with a replay, on `PRETRAIN_BATCH` rows of the replay after the
+    fresh ones replaced its oldest."""
+    k_rows, k_sample, k_replay = jax.random.split(key, 3)
     rows = jax.random.choice(k_rows, observations.shape[0], (min(num_states, observations.shape[0]),),
                              replace=False)
     obs = observations[rows]
-    return score.update(obs, guided_samples(model, obs, k_sample, guidance_scale, num_samples, sampler))
+    fresh = guided_samples(model, obs, k_sample, guidance_scale, num_samples, sampler)
+    if score.replay is None:
+        return score.update(obs, fresh)
+    replay = score.replay.add(obs, fresh)
+    size = replay.observations.shape[0]
+    picked = jax.random.randint(k_replay, (min(PRETRAIN_BATCH, size),), 0, size)
+    g, loss = score.replace(replay=replay).update(replay.observations[picked], replay.samples[picked])
+    return g, loss
 
 
-PRETRAIN_BATCH = 256  # pool states per pretraining step
+PRETRAIN_BATCH = 256  # pool states per pretraining step (and replay rows per online step)
 
 
 @jax.jit
@@ -148,9 +191,11 @@ def pretrain(score: AmortisedScore, model: BehaviourModel, observations: np.ndar
              guidance_scale: float | None, steps: int, num_samples: int, sampler: SamplerConfig,
              progress: Callable[[str, int, int], None] | None = None) -> tuple[AmortisedScore, dict]:
     """Draw `num_samples` guided samples for each of `observations` (the pool, chunks of 1024),
-    then take `steps` Adam steps (rounded up to a multiple of 200) on batches of 256 pool states.
+    then take `steps` Adam steps (rounded up to a multiple of 200) on batches of 256 pool states;
+    a replay (`score.replay`) starts with a random subset of the pool's rows.
     `progress(stage, done, total)` is called as the pool and the steps advance."""
     k_pool, k_train = jax.random.split(key)
+    k_replay = jax.random.fold_in(key, 2)
     n = observations.shape[0]
     pool = []
     for start in range(0, n, 1024):
@@ -166,4 +211,11 @@ def pretrain(score: AmortisedScore, model: BehaviourModel, observations: np.ndar
         losses.append(float(jnp.mean(loss)))
         if progress:
             progress("train", min((i + 1) * 200, steps), steps)
+    if score.replay is not None:
+        size = score.replay.observations.shape[0]
+        if size > n:
+            raise ValueError(f"stratifier.amortised_replay={size} exceeds the {n} pretraining pool states")
+        rows = jax.random.choice(k_replay, n, (size,), replace=False)
+        score = score.replace(replay=score.replay.replace(observations=obs_j[rows], samples=pool_j[rows],
+                                                          next=jnp.zeros((), jnp.int32)))
     return score, {"pool_states": int(n), "target": score.target, "loss": losses}

@@ -111,6 +111,7 @@ class StratDiffConfig:
     amortised_states: int = 16  # batch states given fresh guided samples for g's online step
     amortised_samples: int = 8  # guided samples per state in g's training targets
     amortised_every: int = 1  # one online step of g every this many update calls
+    amortised_replay: int = 0  # g's online replay: guided samples of this many states, the oldest replaced (0: none)
     amortised_sampler_steps: int | None = None  # solver steps of g's training samples (None: the model's, 15)
     amortised_target: str = "likelihood"  # g's objective: likelihood of the samples, or fit (their M-sample fit)
     # offline pretraining (None: from the run's scale preset)
@@ -134,6 +135,9 @@ class StratDiffConfig:
             raise ValueError("stratifier.amortised_every >= 1, amortised_states >= 1 and amortised_samples >= 2 "
                              f"required, got {self.amortised_every}, {self.amortised_states}, "
                              f"{self.amortised_samples}")
+        if self.amortised_replay < 0 or (self.amortised_replay and self.amortised_replay < self.amortised_states):
+            raise ValueError(f"stratifier.amortised_replay must be 0 (none) or at least amortised_states "
+                             f"({self.amortised_states}), got {self.amortised_replay}")
         if self.amortised_target not in AMORTISED_TARGETS:
             raise ValueError(f"stratifier.amortised_target must be one of {AMORTISED_TARGETS}, "
                              f"got {self.amortised_target!r}")
@@ -162,12 +166,16 @@ SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
                 sampler_steps=5, energy_every=4),
     "paper": dict(diffusion_steps=600_000, support_states=None, energy_pretrain_steps=100_000),
 }
-# `study` (results/study-200k/): the cpu sizes with the amortised score: one g step every 8th call
-# on guided samples drawn with 5 solver steps (as the cpu preset's exact score draws them), a CEP
-# step every 32nd call. These put StratDiff-IQL's update within 1.5x of the stratified IQL update
-# (docs/speed.md); with the exact score (190 ms per update) 100k online steps would take ~5.3 h.
-SCALE_DEFAULTS["study"] = dict(SCALE_DEFAULTS["cpu"], score="amortised", amortised_every=8,
-                               amortised_sampler_steps=5, energy_every=32)
+# `study`: the cpu sizes, the behaviour model trained for 40k steps (where its fidelity was best,
+# results/behaviour-fidelity/), and the amortised score. g is pretrained on 16384 dataset states for 4000
+# steps; online, every 16th call puts guided samples (5 solver steps, as the cpu preset's exact score
+# draws them) for 64 batch states into a replay of 512 states and takes one step on 256 of its
+# rows; a CEP step every 32nd call. These keep StratDiff-IQL's update within 1.5x of the stratified
+# IQL update (docs/speed.md); with the exact score (190 ms per update) 100k online steps would take
+# ~5.3 h. How well this g follows the exact score: docs/amortised-score.md.
+SCALE_DEFAULTS["study"] = dict(SCALE_DEFAULTS["cpu"], diffusion_steps=40_000, score="amortised", amortised_every=16,
+                               amortised_sampler_steps=5, energy_every=32, amortised_pool_states=16_384,
+                               amortised_pretrain_steps=4_000, amortised_states=64, amortised_replay=512)
 
 
 class StratDiffStratifier(flax.struct.PyTreeNode):
@@ -458,21 +466,27 @@ def _build_amortised(folder: Path, cfg: StratDiffConfig, model: BehaviourModel, 
     saved to RUN/behaviour/amortised.msgpack (loaded from there when present)."""
     k_init, k_pool, k_train = jax.random.split(key, 3)
     g = AmortisedScore.create(k_init, model.obs_dim, model.action_dim, cfg.amortised_hidden_dims, cfg.amortised_lr,
-                              cfg.amortised_target)
+                              cfg.amortised_target, cfg.amortised_replay, cfg.amortised_samples)
+    n = min(cfg.amortised_pool_states, support_obs.shape[0])
+    options = {"target": cfg.amortised_target, "pool_states": n, "pretrain_steps": cfg.amortised_pretrain_steps,
+               "samples": cfg.amortised_samples, "sampler_steps": amortised_sampler(cfg, model).steps,
+               "hidden_dims": list(cfg.amortised_hidden_dims), "lr": cfg.amortised_lr,
+               "replay": cfg.amortised_replay}
     path = folder / "amortised.msgpack"
     if path.is_file():
         meta_path = folder / "amortised.json"
-        saved = json.loads(meta_path.read_text()).get("target", "likelihood") if meta_path.is_file() else None
-        if saved is not None and saved != cfg.amortised_target:
-            raise ValueError(f"{path} was trained with stratifier.amortised_target={saved}, this run asks for "
-                             f"{cfg.amortised_target}; remove it to pretrain again")
+        saved = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        differ = [k for k in options if k in saved and saved[k] != options[k]]
+        if differ:
+            raise ValueError(f"{path} was pretrained with other stratifier.amortised_* options ("
+                             + ", ".join(f"{k}: {saved[k]} there, {options[k]} here" for k in differ)
+                             + "); remove it to pretrain again")
         try:
             state = flax.serialization.from_bytes(g.state_dict(), path.read_bytes())
         except Exception as e:
             raise ValueError(f"{path} does not match stratifier.amortised_* options "
                              f"({type(e).__name__}); remove it to pretrain again") from None
         return g.load_state_dict(state)
-    n = min(cfg.amortised_pool_states, support_obs.shape[0])
     rows = np.sort(np.asarray(jax.random.choice(k_pool, support_obs.shape[0], (n,), replace=False)))
     bars: dict[str, Any] = {}
 
@@ -488,7 +502,7 @@ def _build_amortised(folder: Path, cfg: StratDiffConfig, model: BehaviourModel, 
     for bar in bars.values():
         bar.close()
     atomic_write_bytes(path, flax.serialization.to_bytes(g.state_dict()))
-    atomic_write_bytes(folder / "amortised.json", json.dumps(meta, indent=2).encode())
+    atomic_write_bytes(folder / "amortised.json", json.dumps(options | meta, indent=2).encode())
     return g
 
 
