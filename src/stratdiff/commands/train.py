@@ -24,7 +24,7 @@ class TrainArgs:
     download: bool = False
     """Download a Minari dataset id missing from MINARI_DATASETS_PATH from the hub (or STRATDIFF_DOWNLOAD=1)."""
     preset: Literal["smoke", "cpu", "study", "paper"] = "cpu"
-    """Scale: smoke (seconds, tests), cpu (this 2-core machine), study (300k offline + 200k online steps, the
+    """Scale: smoke (seconds, tests), cpu (this 2-core machine), study (300k offline + 100k online steps, the
     cpu behaviour model), paper (1M offline + 200k online steps)."""
     seed: int = 0
     out: Path | None = None

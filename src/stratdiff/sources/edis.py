@@ -149,7 +149,7 @@ SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
                 energy_steps=300, energy_positives=1024, num_negatives=8),
     "paper": dict(),
 }
-SCALE_DEFAULTS["study"] = SCALE_DEFAULTS["cpu"]  # the 200k-step study: EDIS's networks at the cpu sizes
+SCALE_DEFAULTS["study"] = SCALE_DEFAULTS["cpu"]  # the study preset: EDIS's networks at the cpu sizes
 
 
 # ============================================================================ layout
