@@ -16,3 +16,9 @@ def test_agreement_table_counts_matches_with_the_reference_itself_and_the_source
     assert table["settings"]["ref"] == {"reference": 1.0, "self": 7 / 8}
     assert table["settings"]["a"] == {"reference": 6 / 8, "self": 5 / 8}
     assert table["source_match"] == 4 / 8
+    assert table["online_offline_like"] == 2 / 4 and table["offline_online_like"] == 2 / 4
+    # by source buffer: online samples 3-7 (ref 1 1 0 1 0), offline samples 0-2 (ref 0 0 1)
+    by_source = agreement_table({"ref": (ref, ref)}, np.array([0, 0, 0, 1, 1, 1, 1, 1], bool), "ref")
+    assert by_source["online_offline_like"] == 2 / 5 and by_source["offline_online_like"] == 1 / 3
+    # before any online data: no online-buffer share
+    assert agreement_table({"ref": (ref, ref)}, np.zeros(8, bool), "ref")["online_offline_like"] is None

@@ -133,11 +133,19 @@ def agreement_table(splits: dict[str, tuple[np.ndarray, np.ndarray]], from_onlin
     """`splits`: name -> two independent draws of `online_like` (bool [N]) over the same samples;
     `from_online`: each sample's source buffer. Per name: `reference`, the share of its first
     draw equal to the reference's first draw, and `self`, the share on which its two draws
-    agree; and the reference's `source_match`, the share of its first draw equal to the source."""
+    agree; and the reference's `source_match`, the share of its first draw equal to the source,
+    `online_offline_like`, the share of online-buffer samples it places offline-like, and
+    `offline_online_like`, the share of offline-buffer samples it places online-like (None where
+    the batches hold no sample of that buffer)."""
     ref = splits[reference][0]
     rows = {name: {"reference": float(np.mean(a == ref)), "self": float(np.mean(a == b))}
             for name, (a, b) in splits.items()}
+
+    def share(values: np.ndarray) -> float | None:
+        return float(np.mean(values)) if values.size else None
+
     return {"reference": reference, "settings": rows, "source_match": float(np.mean(ref == from_online)),
+            "online_offline_like": share(~ref[from_online]), "offline_online_like": share(ref[~from_online]),
             "samples": int(ref.size)}
 
 
