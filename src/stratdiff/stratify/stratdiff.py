@@ -171,8 +171,8 @@ SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
 # steps; online, every 16th call puts guided samples (5 solver steps, as the cpu preset's exact score
 # draws them) for 64 batch states into a replay of 512 states and takes one step on 256 of its
 # rows; a CEP step every 32nd call. These keep StratDiff-IQL's update within 1.5x of the stratified
-# IQL update (docs/speed.md); with the exact score (190 ms per update) 100k online steps would take
-# ~5.3 h. How well this g follows the exact score: docs/amortised-score.md.
+# IQL update (docs/speed.md); with the exact score (188 ms per update) 100k online steps would take
+# ~5.2 h. How well this g follows the exact score: docs/amortised-score.md.
 SCALE_DEFAULTS["study"] = dict(SCALE_DEFAULTS["cpu"], diffusion_steps=40_000, score="amortised", amortised_every=16,
                                amortised_sampler_steps=5, energy_every=32, amortised_pool_states=16_384,
                                amortised_pretrain_steps=4_000, amortised_states=64, amortised_replay=512)
