@@ -33,13 +33,13 @@ from stratdiff.benchtools import xla_gflop
 from stratdiff.diffusion import PRESETS, BehaviourModel, energy_update, sample
 from stratdiff.runner import _online_update
 from stratdiff.stratify import NoStratifier
-from stratdiff.stratify.amortised import AmortisedScore
 from stratdiff.stratify.stratdiff import (
     SCALE_DEFAULTS,
     RandomSplitStratifier,
     StratDiffConfig,
     StratDiffStratifier,
     make_stratifier,
+    new_amortised,
 )
 from stratdiff.types import ONLINE, Batch
 
@@ -66,9 +66,7 @@ def _stratifier(scale: str, **overrides) -> StratDiffStratifier:
     support = jax.random.uniform(jax.random.PRNGKey(3), (4096, 16, ACT), minval=-1, maxval=1)
     amortised = None
     if cfg.score == "amortised":
-        amortised = AmortisedScore.create(jax.random.PRNGKey(5), OBS, ACT, cfg.amortised_hidden_dims,
-                                          cfg.amortised_lr, cfg.amortised_target, cfg.amortised_replay,
-                                          cfg.amortised_samples)
+        amortised = new_amortised(cfg, jax.random.PRNGKey(5), OBS, ACT)
     return make_stratifier(model, support_obs, support, cfg, 0.5, 3.0,
                            dataclasses.replace(diff_cfg.sampler, steps=steps), amortised)
 

@@ -131,15 +131,13 @@ class AmortisedScore(flax.struct.PyTreeNode):
     def state_dict(self) -> dict:
         state = {"params": self.params, "opt_state": self.opt_state, "step": self.step}
         if self.replay is not None:
-            state["replay"] = {"observations": self.replay.observations, "samples": self.replay.samples,
-                               "next": self.replay.next}
+            state["replay"] = self.replay
         return state
 
     def load_state_dict(self, state: dict) -> AmortisedScore:
+        """`state` has `state_dict()`'s structure (restored against it, so a replay is a `Replay`)."""
         g = self.replace(params=state["params"], opt_state=state["opt_state"], step=jnp.asarray(state["step"]))
-        if self.replay is not None:
-            g = g.replace(replay=Replay(**{k: jnp.asarray(v) for k, v in state["replay"].items()}))
-        return g
+        return g if self.replay is None else g.replace(replay=state["replay"])
 
 
 def _net(hidden_dims: tuple[int, ...], act_dim: int) -> MLP:
@@ -168,8 +166,7 @@ def online_update(score: AmortisedScore, model: BehaviourModel, observations: ja
     replay = score.replay.add(obs, fresh)
     size = replay.observations.shape[0]
     picked = jax.random.randint(k_replay, (min(PRETRAIN_BATCH, size),), 0, size)
-    g, loss = score.replace(replay=replay).update(replay.observations[picked], replay.samples[picked])
-    return g, loss
+    return score.replace(replay=replay).update(replay.observations[picked], replay.samples[picked])
 
 
 PRETRAIN_BATCH = 256  # pool states per pretraining step (and replay rows per online step)

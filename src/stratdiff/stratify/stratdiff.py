@@ -460,13 +460,18 @@ def amortised_sampler(cfg: StratDiffConfig, model: BehaviourModel) -> SamplerCon
     return dataclasses.replace(model.config.sampler, steps=cfg.amortised_sampler_steps)
 
 
+def new_amortised(cfg: StratDiffConfig, key: jax.Array, obs_dim: int, act_dim: int) -> AmortisedScore:
+    """An untrained g with `cfg`'s `amortised_*` options (its replay empty until `pretrain`)."""
+    return AmortisedScore.create(key, obs_dim, act_dim, cfg.amortised_hidden_dims, cfg.amortised_lr,
+                                 cfg.amortised_target, cfg.amortised_replay, cfg.amortised_samples)
+
+
 def _build_amortised(folder: Path, cfg: StratDiffConfig, model: BehaviourModel, support_obs: np.ndarray,
                      guidance_scale: float | None, key: jax.Array, progress: bool) -> AmortisedScore:
     """g pretrained on guided samples for `amortised_pool_states` dataset states, after CEP;
     saved to RUN/behaviour/amortised.msgpack (loaded from there when present)."""
     k_init, k_pool, k_train = jax.random.split(key, 3)
-    g = AmortisedScore.create(k_init, model.obs_dim, model.action_dim, cfg.amortised_hidden_dims, cfg.amortised_lr,
-                              cfg.amortised_target, cfg.amortised_replay, cfg.amortised_samples)
+    g = new_amortised(cfg, k_init, model.obs_dim, model.action_dim)
     n = min(cfg.amortised_pool_states, support_obs.shape[0])
     options = {"target": cfg.amortised_target, "pool_states": n, "pretrain_steps": cfg.amortised_pretrain_steps,
                "samples": cfg.amortised_samples, "sampler_steps": amortised_sampler(cfg, model).steps,
