@@ -157,7 +157,7 @@ class StratDiffConfig:
 # CEP step every update call. `cpu` keeps the score's form and M but takes 5 solver steps and a
 # CEP step every 4th call: on the quickstart run these place 87.5% and >= 97.8% of samples in
 # the default's stratum, where the default itself, drawn again with other noise, reaches 86.5%
-# (README, "The score"). `smoke` is for plumbing checks only.
+# (docs/paper.md, "The score (Eq. 10)"). `smoke` is for plumbing checks only.
 SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": dict(diffusion_steps=20, support_states=256, energy_pretrain_steps=10,
                   score="fixed_sigma", sampler_steps=5, amortised_pool_states=256, amortised_pretrain_steps=200,
