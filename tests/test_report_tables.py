@@ -18,9 +18,11 @@ from stratdiff.methods import resolve_config
 
 
 def write_run(folder: Path, algo: str, dataset: str, env: str, seed: int, final: float,
-              overrides: dict | None = None, finished: bool = True, preset: str = "smoke") -> Path:
+              overrides: dict | None = None, finished: bool = True, preset: str = "smoke",
+              exchange_scale: float = 10.0) -> Path:
     """A run folder as `stratdiff train` leaves it: config.json from resolve_config, metrics.csv
-    with offline and online rows (evaluations ramp linearly to `final`), checkpoint, summary."""
+    with offline and online rows (evaluations ramp linearly to `final`; a StratDiff run's
+    strat/exchange is `exchange_scale` x i + seed on the i-th of 4 online rows), checkpoint, summary."""
     folder.mkdir(parents=True, exist_ok=True)
     cfg = resolve_config(algo, dataset, env, preset, seed, overrides or {})
     (folder / "config.json").write_text(cfg.to_json())
@@ -30,7 +32,7 @@ def write_run(folder: Path, algo: str, dataset: str, env: str, seed: int, final:
     for i in range(1, 5):
         row = {"step": off + i * on // 4, "phase": "online", "online/return": 1.0, "eval/score": final / 2 * (1 + i / 4)}
         if algo.startswith("stratdiff"):
-            row["strat/exchange"] = 10.0 * i + seed
+            row["strat/exchange"] = exchange_scale * i + seed
             row["strat/score_offline_mean"], row["strat/score_online_mean"] = 1.0 / i, 2.0 + i
         rows.append(row)
     if not finished:

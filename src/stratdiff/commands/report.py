@@ -16,8 +16,9 @@ import tyro
 
 @dataclasses.dataclass
 class ReportArgs:
-    """Table 1 (mean ± std and IQM with bootstrap CIs), learning curves, exchange counts and
-    ablation tables from the runs under DIR."""
+    """Table 1 (mean ± std and IQM with bootstrap CIs), the mean of the last three evaluations,
+    per-seed scores (CSV), P(X > Y) per dataset, learning curves, exchange counts and ablation
+    tables from the runs under DIR (docs/reports.md lists every file)."""
 
     root: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DIR")]
     """Folder holding run folders (a sweep's --out, or any parent of runs)."""

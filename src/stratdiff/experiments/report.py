@@ -7,7 +7,17 @@ config.json is a run config) and writes to `out`:
   final evaluation, summary.json's `final_score`), mean +- std over seeds (sample std,
   ddof=1), datasets as rows, methods as columns, totals (sums of the means) for the
   locomotion and AntMaze datasets (the task kind comes from the run's environment:
-  `stratdiff.envs.get_spec(env).goal_reaching`);
+  `stratdiff.envs.get_spec(env).goal_reaching`). Its columns are each method's default and
+  its controls (`runs.CONTROLS`: the random split), which every table and figure below
+  that compares methods shows as methods of their own;
+- `table_last3.md/.tex`: the same layout for the mean of the last three evaluations
+  (eval/score in metrics.csv), less sensitive to one evaluation's noise;
+- `table_per_seed.csv`: dataset, method, seed, final score and last-three mean of every run;
+- `table_improvement_per_dataset.md`: on each dataset alone, rliable's probability of
+  improvement P(X > Y) with its stratified bootstrap CI for each pair of methods sharing a
+  backbone (the method over its controls and the backbone, a control over the backbone);
+- `table_exchange.md/.tex`: `strat/exchange` averaged over the online phase and over its last
+  20% per dataset and split method, mean +- std over seeds (when runs logged it);
 - `table_iqm.md/.tex`: the same cells as IQM with a 95% stratified bootstrap interval
   (`stratdiff.experiments.stats`), aggregate rows pooling every run of a task kind;
 - `table_rliable_<kind>.md/.tex` and `figures/rliable_*.png`: rliable's aggregate metrics per
@@ -31,6 +41,7 @@ figures drawn in `stratdiff.experiments.figures`; this module puts them together
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -43,9 +54,10 @@ import numpy as np
 from stratdiff import runfiles
 from stratdiff.experiments import health, rliable_stats
 from stratdiff.experiments.figures import COLORS, plot_curves
-from stratdiff.experiments.runs import (KIND_TITLES, KINDS, Column, ReportError, Run, backbone_of, dedupe,
-                                        find_runs, fmt_value, group_columns)
-from stratdiff.experiments.tables import ablation_groups, fmt_number, render_iqm_table, render_mean_table, score_table
+from stratdiff.experiments.runs import (KIND_TITLES, KINDS, Column, ReportError, Run, backbone_of, comparisons,
+                                        dedupe, find_runs, fmt_value, group_columns, is_control, main_columns)
+from stratdiff.experiments.tables import (PER_SEED_HEADER, ablation_groups, fmt_number, online_mean_table,
+                                          per_seed_rows, render_iqm_table, render_mean_table, score_table)
 
 __all__ = ["ReportError", "write_report"]
 
@@ -106,19 +118,47 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
     figs.mkdir(parents=True, exist_ok=True)
     colors = {c.label: COLORS[i % len(COLORS)] for i, c in enumerate(groups)}
 
-    # Table 1: default-variant columns, plus the variants of methods that have no default runs.
-    has_default = {(c.algo, c.scale) for c in groups if c.variant == ()}
-    main = {c: rs for c, rs in groups.items() if c.variant == () or (c.algo, c.scale) not in has_default}
+    # Table 1: default-variant columns and controls, plus the variants of methods that have no
+    # default runs.
+    main = main_columns(groups)
     main_table = score_table("Normalised score after online fine-tuning", main,
                              "Normalised score after the online phase (final evaluation), "
                              "mean ± std over seeds.")
+    last3_table = score_table("Mean of the last three evaluations", main,
+                              "Mean of the last three evaluations (eval/score in metrics.csv) of each run, "
+                              "mean ± std over seeds.", value=lambda r: r.last_scores_mean(3),
+                              what="mean of the last three evaluations")
     numbers: dict[str, Any] = {}
+    improvement: dict[str, dict] = {}
     if main:
         (out / "table_main.md").write_text(render_mean_table(main_table))
         (out / "table_main.tex").write_text(render_mean_table(main_table, latex=True))
+        (out / "table_last3.md").write_text(render_mean_table(last3_table))
+        (out / "table_last3.tex").write_text(render_mean_table(last3_table, latex=True))
         (out / "table_iqm.md").write_text(render_iqm_table(main_table, reps, seed, confidence))
         (out / "table_iqm.tex").write_text(render_iqm_table(main_table, reps, seed, confidence, latex=True))
         numbers["main"] = {f"{d} | {c}": cell for (d, c), cell in main_table.cells.items()}
+        numbers["last3"] = {f"{d} | {c}": cell for (d, c), cell in last3_table.cells.items()}
+        improvement = rliable_stats.improvement_per_task(
+            {c: main_table.column_scores(c) for c in main_table.columns}, comparisons(list(main)), reps, seed,
+            confidence, tasks=[d for d, _ in main_table.rows])
+        numbers["improvement_per_dataset"] = {
+            ds: {f"{x} > {y}": {"probability": p, "ci": [lo, hi], "seeds_per_method": e["seeds"][(x, y)]}
+                 for (x, y), (p, lo, hi) in e["pairs"].items()} for ds, e in improvement.items()}
+    improvement_md = ""
+    if improvement:
+        improvement_md = rliable_stats.render_improvement_table(
+            improvement, f"Probability of improvement P(X > Y) on each dataset alone: the chance that a run of X "
+            f"ends above a run of Y (ties count half), for each pair of methods sharing a backbone, with its "
+            f"{round(confidence * 100)}% stratified bootstrap CI (rliable, {reps} resamples, seed {seed}); the "
+            f"first n seeds of each method, n the fewest either has. With few seeds the interval is wide.")
+        (out / "table_improvement_per_dataset.md").write_text(improvement_md)
+    if groups:
+        with open(out / "table_per_seed.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(PER_SEED_HEADER)
+            writer.writerows([ds, label, seed_, _csv_number(final), _csv_number(last3)]
+                             for ds, label, seed_, final, last3 in per_seed_rows(groups))
     raw = sorted({str(r.env) for r in kept if (r.summary or {}).get("score") == "raw return"})
     rliable_lines, rliable_figs, numbers["rliable"] = rliable_stats.write_section(
         {k: {c: main_table.column_scores(c, k) for c in main_table.columns} for k in KINDS}, out, figs, reps,
@@ -153,6 +193,18 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
                        f"(batch mean; mean ± std over seeds)", "score", colors, auto_log=True):
             score_figs.append(name)
 
+    # Exchange counts per dataset and split method.
+    exchange_caption = ("`strat/exchange` (samples per update batch whose stratum differs from their buffer), "
+                        "averaged over a run's online phase and over the logging windows ending in its last 20% "
+                        "of online steps, mean ± std over seeds.")
+    exchange = online_mean_table(groups, "strat/exchange", 0.2, caption=exchange_caption)
+    exchange_md = ""
+    if exchange is not None:
+        exchange_md, numbers["exchange"] = exchange
+        (out / "table_exchange.md").write_text(exchange_md)
+        (out / "table_exchange.tex").write_text(online_mean_table(groups, "strat/exchange", 0.2, latex=True,
+                                                                  caption=exchange_caption)[0])
+
     # Ablations (Tables 5-8, Figures 7, 8, 10).
     ablations = ablation_groups(groups)
     ablation_parts = []
@@ -174,8 +226,11 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
         ex_name = f"ablation_{slug}_exchange.png"
         has_ex = plot_curves(sub, "strat/exchange", figs / ex_name, f"Exchanged samples per batch, ablation of "
                              f"{key} (mean ± std over seeds)", "exchanged samples", ab_colors)
+        main_labels = {(m.algo, m.variant, m.scale): m.label for m in main}
+        controls = [main_labels[k] for k in ((c.algo, c.variant, c.scale) for c in cols)
+                    if is_control(k[1]) and k in main_labels]
         ablation_parts.append((key, slug, render_mean_table(table),
-                               [n for n, ok in ((fig_name, has_fig), (ex_name, has_ex)) if ok]))
+                               [n for n, ok in ((fig_name, has_fig), (ex_name, has_ex)) if ok], controls))
 
     # report.md
     presets = sorted({str(r.config.get("preset")) for r in runs})
@@ -191,14 +246,18 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
     lines += ["Scores are D4RL-normalised returns (100 × (return − random) / (expert − random)); for AntMaze, "
               "the success rate × 100. A run's score is its final evaluation after the online phase "
               "(`final_score` in summary.json). Columns are grouped by config, not folder names: a "
-              "`[...]` label lists the settings that differ from the method's defaults. Cells with fewer "
-              "seeds than the fullest cell are marked (n=k); std is the sample std (ddof=1).", ""]
+              "`[...]` label lists the settings that differ from the method's defaults; a control (the random "
+              "split, `[random split]`) is a method of its own in every table and figure comparing methods. "
+              "Cells with fewer seeds than the fullest cell are marked (n=k); std is the sample std (ddof=1). "
+              "Every run's numbers: [table_per_seed.csv](table_per_seed.csv).", ""]
     if raw:
         lines += [f"Runs on {', '.join(raw)} have no reference scores: their scores are raw returns "
                   "(summary.json: `\"score\": \"raw return\"`), not normalised.", ""]
     if main:
         lines += ["## Table 1 layout: mean ± std", "", "[Markdown](table_main.md) · [LaTeX](table_main.tex)",
                   "", (out / "table_main.md").read_text(), ""]
+        lines += ["## Mean of the last three evaluations", "", "[Markdown](table_last3.md) · [LaTeX](table_last3.tex)",
+                  "", (out / "table_last3.md").read_text(), ""]
         lines += ["## IQM with 95% bootstrap confidence intervals", "",
                   "[Markdown](table_iqm.md) · [LaTeX](table_iqm.tex)", "", (out / "table_iqm.md").read_text(), ""]
     if rliable_lines:
@@ -206,6 +265,9 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
                   "Every method on the datasets all methods ran, the same number of seeds each; profiles show "
                   "the fraction of runs above each score, probability of improvement P(X > Y) that a run of "
                   "X beats one of Y.", "", *rliable_lines]
+    if improvement_md:
+        lines += ["## Probability of improvement per dataset", "",
+                  "[Markdown](table_improvement_per_dataset.md)", "", improvement_md, ""]
     if curve_figs:
         lines += ["## Learning curves (Figures 3, 5, 6)", ""]
         lines += [f"![{n}](figures/{n})" for n in curve_figs] + [""]
@@ -214,6 +276,9 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
                   "`strat/exchange`: samples whose stratum differs from the buffer they came from, per "
                   "update batch, averaged over each logging window.", ""]
         lines += [f"![{n}](figures/{n})" for n in exchange_figs] + [""]
+    if exchange_md:
+        lines += ["## Exchange counts per dataset", "", "[Markdown](table_exchange.md) · [LaTeX](table_exchange.tex)",
+                  "", exchange_md, ""]
     if score_figs:
         lines += ["## Stratification scores by source buffer", "",
                   "`strat/score_offline_mean` and `strat/score_online_mean`: the batch mean of the Eq. 10 score "
@@ -222,9 +287,12 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
         lines += [f"![{n}](figures/{n})" for n in score_figs] + [""]
     if ablation_parts:
         lines += ["## Ablations (Tables 5-8)", ""]
-        for key, slug, text, figs_ in ablation_parts:
+        for key, slug, text, figs_, controls in ablation_parts:
             lines += [f"### `{key}`", "", f"[Markdown](table_ablation_{slug}.md) · "
                       f"[LaTeX](table_ablation_{slug}.tex)", "", text, ""]
+            if controls:
+                lines += [f"Control(s) {', '.join(f'`{c}`' for c in controls)}: the same runs as their own column in "
+                          "the tables above, here beside the default on the datasets where they ran.", ""]
             lines += [f"![{fig}](figures/{fig})" for fig in figs_] + ([""] if figs_ else [])
     if groups:
         lines += ["## Cost", "", "Means over finished runs, from summary.json.", "",
@@ -259,6 +327,10 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
         "tables": numbers, "figures": curve_figs + exchange_figs + score_figs + rliable_figs +
         [n for p in ablation_parts for n in p[3]]}, indent=2, default=_json_default))
     return out / "report.md"
+
+
+def _csv_number(x: float) -> str:
+    return repr(float(x)) if math.isfinite(x) else ""
 
 
 def _json_default(o: Any) -> Any:

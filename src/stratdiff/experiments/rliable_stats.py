@@ -9,7 +9,9 @@ every method has scores on and the first `n` seeds of each cell (n: the fewest a
   normalised scores) with stratified bootstrap confidence intervals (rliable's
   `get_interval_estimates`: seeds resampled within each task);
 - `plot_performance_profile`: the fraction of runs scoring above tau, with bootstrap bands;
-- `plot_probability_of_improvement`: P(X > Y) for each pair of methods, with intervals.
+- `plot_probability_of_improvement`: P(X > Y) for each pair of methods, with intervals;
+- `improvement_per_task`: P(X > Y) on each dataset alone, for given groups of methods (those
+  sharing a backbone), with `render_improvement_table` to show it.
 
 Every bootstrap draws from a NumPy RandomState made from `seed`: the same seed gives the same
 numbers and figures.
@@ -131,6 +133,37 @@ def probability_of_improvement(matrices: Mapping[str, np.ndarray], reps: int, se
         low, high = np.ravel(intervals[f"{x}{PAIR}{y}"])
         out[(x, y)] = (float(np.ravel(points[f"{x}{PAIR}{y}"])[0]), float(low), float(high))
     return out
+
+
+def improvement_per_task(scores: Mapping[str, Mapping[str, Sequence[float]]], groups: Sequence[Sequence[str]],
+                         reps: int, seed: int, confidence: float = 0.95,
+                         tasks: Sequence[str] | None = None) -> dict[str, dict]:
+    """{dataset: {"pairs": {(X, Y): (P(X > Y), low, high)}, "seeds": {(X, Y): n}}}: on each
+    dataset alone (those of `tasks`, in its order; default: every dataset any method has),
+    `probability_of_improvement` for each pair within each group of methods (X: the earlier in
+    its group), over the first n seeds of each (n: the fewest of the group's methods with
+    scores there; a method without any is left out)."""
+    datasets = list(tasks) if tasks is not None else list(dict.fromkeys(d for m in scores for d in scores[m]))
+    out: dict[str, dict] = {}
+    for ds in datasets:
+        for group in groups:
+            matrices, _ = score_matrices({m: {ds: scores.get(m, {}).get(ds, ())} for m in group})
+            if len(matrices) < 2:
+                continue
+            entry = out.setdefault(ds, {"pairs": {}, "seeds": {}})
+            probs = probability_of_improvement(matrices, reps, seed, confidence)
+            entry["pairs"].update(probs)
+            entry["seeds"].update({pair: next(iter(matrices.values())).shape[0] for pair in probs})
+    return out
+
+
+def render_improvement_table(per_task: Mapping[str, Mapping], caption: str) -> str:
+    """Markdown: a row per dataset and pair, P(X > Y) [low, high] and the seeds per method."""
+    lines = ["| dataset | X | Y | P(X > Y) | seeds per method |", "|:---|:---|:---|---:|---:|"]
+    for ds, entry in per_task.items():
+        for (x, y), (p, lo, hi) in entry["pairs"].items():
+            lines.append(f"| {ds} | {x} | {y} | {p:.2f} [{lo:.2f}, {hi:.2f}] | {entry['seeds'][(x, y)]} |")
+    return (f"{caption}\n\n" if caption else "") + "\n".join(lines) + "\n"
 
 
 def plot_probability_of_improvement(probabilities: Mapping[tuple[str, str], tuple[float, float, float]],

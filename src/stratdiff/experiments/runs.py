@@ -56,6 +56,10 @@ BOOKKEEPING_KEYS = ("log_every", "eval_every", "offline_eval_every", "checkpoint
 KNOWN_DEFAULTS: dict[str, Any] = {"utd": 1, "rho": 0.5, "stratifier.exchange_cap": None,
                                   "stratifier.guidance": True, "stratifier.stratify": True,
                                   "agent.online_value_loss": "expectile", "stratifier.split_by_source": False}
+# Controls: variants reported as methods of their own (a column in every main table and figure,
+# compared with the default), not only in their setting's ablation table. The random split
+# (--random-split) asks what the split does beyond splitting at all.
+CONTROLS: frozenset[tuple[str, Any]] = frozenset({("stratifier.score", "random")})
 KINDS = ("locomotion", "antmaze", "other")
 KIND_TITLES = {"locomotion": "locomotion", "antmaze": "AntMaze", "other": "other"}
 
@@ -120,6 +124,24 @@ class Run:
         if scores is not None and np.isfinite(scores).any():
             return float(scores[np.isfinite(scores)][-1])
         return math.nan
+
+    def last_scores_mean(self, n: int = 3) -> float:
+        """The mean of eval/score over the last `n` evaluation rows of metrics.csv (fewer when
+        the run evaluated fewer times); NaN without any."""
+        scores = self.metrics.get("eval/score")
+        if scores is None:
+            return math.nan
+        scores = scores[np.isfinite(scores)]
+        return float(np.mean(scores[-n:])) if scores.size else math.nan
+
+    def online_mean(self, column: str, last_fraction: float = 1.0) -> float:
+        """The mean of a metrics column over the online phase's rows, or over the rows logged in
+        its last `last_fraction` of online steps (a row ends its logging window: one at exactly
+        the cut covers steps before it and is left out); NaN without any."""
+        xs, ys = self.online_series(column)
+        if last_fraction < 1.0:
+            ys = ys[xs > (1.0 - last_fraction) * (self.total_steps - self.offline_steps)]
+        return float(np.mean(ys)) if ys.size else math.nan
 
     def online_series(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(online step, value) of a metrics column from the end of the offline phase on."""
@@ -337,6 +359,33 @@ def backbone_of(algo: str) -> str:
         return METHODS[algo].agent if algo in METHODS else algo
     except Exception:
         return algo
+
+
+def is_control(variant: Sequence[tuple[str, Any]]) -> bool:
+    """Whether a variant is a control (`CONTROLS`): a method of its own in the report."""
+    return bool(variant) and all((k, v) in CONTROLS for k, v in variant)
+
+
+def main_columns(groups: dict[Column, list[Run]]) -> dict[Column, list[Run]]:
+    """The columns of the main table (Table 1 layout) and its figures: every method's default
+    variant and its controls, and the variants of a method (at a scale) with no default runs."""
+    has_default = {(c.algo, c.scale) for c in groups if c.variant == ()}
+    return {c: rs for c, rs in groups.items()
+            if c.variant == () or is_control(c.variant) or (c.algo, c.scale) not in has_default}
+
+
+def comparisons(columns: Sequence[Column]) -> list[list[str]]:
+    """The column labels to compare pairwise, one list per backbone (and scale) holding two
+    columns or more, ordered so that each earlier label is X in P(X > Y): methods building on
+    the backbone first, then their controls, then the backbone itself (StratDiff-IQL, its
+    random split, IQL)."""
+    def rank(col: Column) -> int:
+        return 2 if col.algo == backbone_of(col.algo) and not col.variant else 1 if col.variant else 0
+
+    by_backbone: dict[tuple[str, str], list[Column]] = defaultdict(list)
+    for col in sorted(columns, key=column_order):
+        by_backbone[(backbone_of(col.algo), col.scale)].append(col)
+    return [[c.label for c in sorted(cols, key=rank)] for cols in by_backbone.values() if len(cols) > 1]
 
 
 def column_order(col: Column) -> tuple:

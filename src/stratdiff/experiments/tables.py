@@ -34,7 +34,8 @@ class Table:
                 if (kind is None or k == kind) and (d, column) in self.cells}
 
 
-def _score_cells(groups: dict[Column, list[Run]]) -> tuple[list[tuple[str, str]], dict]:
+def _score_cells(groups: dict[Column, list[Run]], value: Callable[[Run], float],
+                 what: str) -> tuple[list[tuple[str, str]], dict]:
     rows, cells = {}, {}
     for col, runs in groups.items():
         by_ds: dict[str, list[Run]] = defaultdict(list)
@@ -43,19 +44,22 @@ def _score_cells(groups: dict[Column, list[Run]]) -> tuple[list[tuple[str, str]]
             rows[r.dataset] = r.kind
         for ds, rs in by_ds.items():
             rs = sorted(rs, key=lambda r: r.seed)
-            for r in rs:
-                if not math.isfinite(r.final_score):
-                    warn(f"run {r.path}: final score {r.final_score} is not finite; left out of the cell "
-                         f"{col.label} / {ds} (listed under 'Left out' in report.md)")
-            scores = [r.final_score for r in rs if math.isfinite(r.final_score)]
-            seeds = [r.seed for r in rs if math.isfinite(r.final_score)]
-            cells[(ds, col.label)] = {"scores": scores, "seeds": seeds}
+            values = [(r.seed, value(r)) for r in rs]
+            for r, (_, v) in zip(rs, values):
+                if not math.isfinite(v):
+                    listed = " (listed under 'Left out' in report.md)" if what == "final score" else ""
+                    warn(f"run {r.path}: {what} {v} is not finite; left out of the cell {col.label} / {ds}{listed}")
+            values = [(seed, v) for seed, v in values if math.isfinite(v)]
+            cells[(ds, col.label)] = {"scores": [v for _, v in values], "seeds": [seed for seed, _ in values]}
     order = sorted(rows.items(), key=lambda kv: (KINDS.index(kv[1]), kv[0]))
     return order, cells
 
 
-def score_table(title: str, groups: dict[Column, list[Run]], caption: str = "") -> Table:
-    rows, cells = _score_cells(groups)
+def score_table(title: str, groups: dict[Column, list[Run]], caption: str = "",
+                value: Callable[[Run], float] = lambda r: r.final_score, what: str = "final score") -> Table:
+    """Cells of `value(run)` (default: the final score) per dataset and column; `what` names
+    the value in the warning about a non-finite one."""
+    rows, cells = _score_cells(groups, value, what)
     return Table(title, [c.label for c in groups], rows, cells, caption)
 
 
@@ -96,10 +100,12 @@ def _latex_escape(text: str) -> str:
             .replace("&", r"\&").replace("#", r"\#").replace("±", r"$\pm$"))
 
 
-def _render(header: list[str], body: list[list[str]], latex: bool, caption: str, rules: Sequence[int]) -> str:
+def _render(header: list[str], body: list[list[str]], latex: bool, caption: str, rules: Sequence[int],
+            text_columns: int = 1) -> str:
+    """A table with `text_columns` leading label columns (left aligned) and number columns."""
     if latex:
         lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(caption)}}}",
-                 r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}", r"\toprule",
+                 r"\begin{tabular}{" + "l" * text_columns + "c" * (len(header) - text_columns) + "}", r"\toprule",
                  " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
         for i, row in enumerate(body):
             if i in rules:
@@ -107,7 +113,8 @@ def _render(header: list[str], body: list[list[str]], latex: bool, caption: str,
             lines.append(" & ".join(row) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         return "\n".join(lines) + "\n"
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join([":---"] * text_columns + ["---:"] * (len(header) - text_columns)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return (f"{caption}\n\n" if caption else "") + "\n".join(lines) + "\n"
 
@@ -231,3 +238,58 @@ def _default_value(key: str, runs: Sequence[Run]) -> Any:
     if key in default:
         return default[key]
     return KNOWN_DEFAULTS.get(key, "default")
+
+
+# ---- per-seed numbers and online-phase means ---------------------------------------------
+PER_SEED_HEADER = ("dataset", "method", "seed", "final_score", "last3_mean")
+
+
+def per_seed_rows(groups: dict[Column, list[Run]]) -> list[tuple[str, str, int, float, float]]:
+    """(dataset, column label, seed, final score, mean of the last three evaluations) for
+    every run, ordered by task kind and dataset, then column, then seed."""
+    rows = [(r.kind, r.dataset, i, col.label, r.seed, r.final_score, r.last_scores_mean(3))
+            for i, (col, runs) in enumerate(groups.items()) for r in runs]
+    rows.sort(key=lambda t: (KINDS.index(t[0]), t[1], t[2], t[4]))
+    return [(ds, label, seed, final, last3) for _, ds, _, label, seed, final, last3 in rows]
+
+
+def online_mean_table(groups: dict[Column, list[Run]], column: str, last_fraction: float,
+                      latex: bool = False, caption: str = "") -> tuple[str, dict[str, dict[str, Any]]] | None:
+    """A row per dataset and table column whose runs logged `column` online: its mean over the
+    online phase and over the last `last_fraction` of online steps, mean ± std over seeds.
+    Returns the rendered table and its numbers ({"dataset | column": {...}}), or None when no
+    run logged it."""
+    body, numbers = [], {}
+    per_ds: dict[tuple[str, str], list[tuple[Column, list[Run]]]] = defaultdict(list)
+    for col, runs in groups.items():
+        by_ds: dict[tuple[str, str], list[Run]] = defaultdict(list)
+        for r in sorted(runs, key=lambda r: r.seed):
+            if r.online_series(column)[0].size:
+                by_ds[(r.kind, r.dataset)].append(r)
+        for key, rs in by_ds.items():
+            per_ds[key].append((col, rs))
+    if not per_ds:
+        return None
+    pm = r" $\pm$ " if latex else " ± "
+    esc = _latex_escape if latex else str
+
+    def text(values: list[float]) -> str:
+        values = [v for v in values if math.isfinite(v)]
+        if not values:
+            return "--" if latex else "–"
+        mean, std = stats.mean_std(values)
+        return fmt_number(mean) + (pm + fmt_number(std) if math.isfinite(std) else "")
+
+    rules, last_ds = [], None
+    for (kind, ds), cols in sorted(per_ds.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1])):
+        if last_ds is not None:
+            rules.append(len(body))
+        last_ds = ds
+        for col, rs in cols:
+            whole = [r.online_mean(column) for r in rs]
+            last = [r.online_mean(column, last_fraction) for r in rs]
+            body.append([esc(ds), esc(col.label), text(whole), text(last), str(len(rs))])
+            numbers[f"{ds} | {col.label}"] = {"seeds": [r.seed for r in rs], "online": whole,
+                                              f"last {round(last_fraction * 100)}%": last}
+    header = ["dataset", "method", "online phase", f"last {round(last_fraction * 100)}% of online steps", "seeds"]
+    return _render(header, body, latex, caption, rules, text_columns=2), numbers
