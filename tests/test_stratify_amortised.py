@@ -1,10 +1,10 @@
 """The amortised guided-policy score (stratifier.score=amortised): g recovers a known Gaussian
 policy, scores like Eq. 10's Gaussian KL, splits the toy batch, keeps its schedule and survives a
-checkpoint; a StratDiff-IQL smoke run with it resumes to the same numbers."""
+checkpoint. A StratDiff-IQL smoke run with it, killed and resumed, is in
+test_stratify_stratdiff_runs.py."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import jax
@@ -230,38 +230,3 @@ def test_a_pretrained_g_is_not_reused_under_other_options(toy, tmp_path):
                          np.asarray(obs[:64]), None, jax.random.PRNGKey(0), False)
     with pytest.raises(ValueError, match="amortised_replay must be 0"):
         StratDiffConfig(score="amortised", amortised_replay=3, amortised_states=4)
-
-
-def test_stratdiff_iql_amortised_smoke_run_resumes_to_the_same_numbers(hopper_hdf5, tmp_path):
-    from stratdiff.methods import resolve_config
-    from stratdiff.runner import train
-
-    cfg = resolve_config("stratdiff-iql", str(hopper_hdf5), "Hopper-v5", "smoke", 0, {
-        "stratifier.guidance_scale": 3.0, "stratifier.score": "amortised", "stratifier.amortised_states": 4,
-        "stratifier.amortised_every": 2, "stratifier.amortised_replay": 16, "offline_steps": 40, "online_steps": 80, "log_every": 10,
-        "eval_every": 40, "checkpoint_every": 20, "online_warmup_steps": 10, "eval_episodes": 1,
-        "batch_size": 32})
-    full = train(cfg, tmp_path / "full", progress=False)
-    assert (tmp_path / "full" / "behaviour" / "amortised.msgpack").is_file()
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", progress=False, stop_after=100)
-    pretrained = (tmp_path / "killed" / "behaviour" / "amortised.msgpack").stat().st_mtime_ns
-    resumed = train(cfg, tmp_path / "killed", resume=True, progress=False)
-    assert (tmp_path / "killed" / "behaviour" / "amortised.msgpack").stat().st_mtime_ns == pretrained
-
-    def rows(run):
-        with open(tmp_path / run / "metrics.csv", newline="") as f:
-            return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in csv.DictReader(f)]
-
-    assert rows("killed") == rows("full")
-    assert "strat/amortised_loss" in rows("full")[-1]
-    assert resumed["final_score"] == full["final_score"]
-    # the split agreement reports the run's amortised score beside the exact default redrawn
-    from stratdiff.commands.diffusion_similarity import main as similarity
-    from stratdiff.experiments.diagnostics import AMORTISED_VARIANT
-
-    assert similarity([str(tmp_path / "full"), "--states", "32", "--batches", "1"]) == 0
-    agreement = json.loads((tmp_path / "full" / "similarity.json").read_text())["split_agreement"]
-    row = agreement["settings"][AMORTISED_VARIANT]
-    assert 0.0 <= row["reference"] <= 1.0 and 0.0 <= row["self"] <= 1.0 and agreement["samples"] == 32
-    assert "gaussian_fit M=8, 15 steps (default)" in agreement["settings"]

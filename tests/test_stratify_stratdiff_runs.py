@@ -1,5 +1,5 @@
-"""Smoke runs of both StratDiff variants end to end: StratDiff-IQL killed and resumed, its
-similarity diagnostics, a dataset name the paper's table does not list, and StratDiff-Cal-QL
+"""Smoke runs of both StratDiff variants end to end: StratDiff-IQL with the amortised score
+killed and resumed, its similarity diagnostics, a dataset name the paper's table does not list, and StratDiff-Cal-QL
 through `stratdiff train`.
 
 The runs are in-process (one pytest worker runs this whole file), so the StratDiff-IQL runs
@@ -31,29 +31,37 @@ def rows(folder):
 
 
 def test_stratdiff_iql_killed_and_resumed_matches_uninterrupted(hopper_hdf5, tmp_path):
-    cfg = resolve_config("stratdiff-iql", str(hopper_hdf5), "Hopper-v5", "smoke", 0,
-                         {"stratifier.guidance_scale": 3.0, **STEPS})
+    """With the study's score form (the amortised g with its online replay): a run killed in
+    its online phase resumes to the numbers of the uninterrupted run, reusing the pretrained
+    behaviour model, energy and g; then Figure 2 and the split agreement on the finished run."""
+    cfg = resolve_config("stratdiff-iql", str(hopper_hdf5), "Hopper-v5", "smoke", 0, {
+        "stratifier.guidance_scale": 3.0, "stratifier.score": "amortised", "stratifier.amortised_states": 4,
+        "stratifier.amortised_every": 2, "stratifier.amortised_replay": 16, **STEPS})
     full = train(cfg, tmp_path / "full", progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "killed", progress=False, stop_after=100)
-    behaviour = (tmp_path / "killed" / "behaviour" / "energy.msgpack").stat().st_mtime_ns
+    behaviour = tmp_path / "killed" / "behaviour"
+    written = {f: (behaviour / f).stat().st_mtime_ns for f in ("energy.msgpack", "amortised.msgpack")}
     resumed = train(cfg, tmp_path / "killed", resume=True, progress=False)
-    # the pretrained behaviour model is reused, the online energy state comes from the checkpoint
-    assert (tmp_path / "killed" / "behaviour" / "energy.msgpack").stat().st_mtime_ns == behaviour
+    # the pretrained parts are reused; the online energy and g states come from the checkpoint
+    assert {f: (behaviour / f).stat().st_mtime_ns for f in written} == written
     assert rows(tmp_path / "killed") == rows(tmp_path / "full")
+    assert "strat/amortised_loss" in rows(tmp_path / "full")[-1]
     assert resumed["final_score"] == full["final_score"]
 
-    # Figure 2 and the split agreement on the finished run
+    # Figure 2 and the split agreement on the finished run, the run's g among the settings
     from stratdiff.commands.diffusion_similarity import main as similarity
+    from stratdiff.experiments.diagnostics import AMORTISED_VARIANT
 
-    assert similarity([str(tmp_path / "full"), "--states", "64", "--batches", "1"]) == 0
+    assert similarity([str(tmp_path / "full"), "--states", "32", "--batches", "1"]) == 0
     result = json.loads((tmp_path / "full" / "similarity.json").read_text())
     assert set(result["figure2"]) == {"offline policy", "diffusion", "guided diffusion"}
     agreement = result["split_agreement"]
     settings = agreement["settings"]
     assert agreement["reference"] == "gaussian_fit M=64, 15 steps (reference)" and agreement["samples"] == 32
     assert settings[agreement["reference"]]["reference"] == 1.0  # its first draw is the reference
-    assert {"gaussian_fit M=8, 15 steps (default)", "fixed_sigma, 5 steps", "random split"} <= set(settings)
+    assert {"gaussian_fit M=8, 15 steps (default)", "fixed_sigma, 5 steps", "random split",
+            AMORTISED_VARIANT} <= set(settings)
     assert set(agreement["energy_lag"]) == {"reference, energy 4 CEP steps on", "reference, energy 16 CEP steps on"}
     values = [v for row in settings.values() for v in row.values()] + list(agreement["energy_lag"].values())
     assert all(0.0 <= v <= 1.0 for v in values) and 0.0 <= agreement["source_match"] <= 1.0
