@@ -10,7 +10,8 @@
 # It builds DATASET first where it is missing. For seed 0 (SNAPSHOT_SEEDS) it copies the
 # StratDiff-IQL run at the start, middle and end of its online phase and measures the split
 # there (`stratdiff diffusion similarity`, into OUT/agreement/). Each stage's wall time is
-# appended to OUT/unit-times.jsonl. The light files of finished runs go to OUT/runs and the
+# appended to OUT/unit-times.jsonl ("exit": the command's status, or "interrupted" for a stage
+# whose call was killed outright, timed from a heartbeat file). The light files of finished runs go to OUT/runs and the
 # report to OUT/report (results/collect.sh). Run it again after an interruption: every run
 # resumes from its last checkpoint, and finished runs are skipped.
 set -euo pipefail
@@ -26,14 +27,34 @@ snapshot_seeds=${SNAPSHOT_SEEDS:-0}
 bin=.venv/bin
 mkdir -p "$out"
 
+record() {  # record STAGE START SECONDS EXIT: append a stage's wall time to unit-times.jsonl
+  printf '{"dataset": "%s", "seed": %s, "stage": "%s", "preset": "%s", "started": "%s", "seconds": %s, "exit": "%s", "cores": %s}\n' \
+    "$dataset" "$seed" "$1" "$preset" "$(date -u -d "@$2" +%FT%TZ)" "$3" "$4" "$(nproc)" >> "$out/unit-times.jsonl"
+}
+
+# A call killed outright (the machine taken away) cannot record its stage's time, so a heartbeat
+# file under RUNS notes the stage, its start and the last moment it was seen alive, every 30 s;
+# the next call records that stage as "interrupted" with the time it had run (to within 30 s).
+beat=$runs/.unit-heartbeat-$dataset-seed$seed
+mkdir -p "$runs"
+if [ -f "$beat" ]; then
+  read -r b_stage b_start b_last < "$beat"
+  record "$b_stage" "$b_start" "$((b_last - b_start))" interrupted
+  rm -f "$beat"
+fi
+
 timed() {  # timed STAGE COMMAND...: run it, then append its wall time to unit-times.jsonl
-  local stage=$1 start status=0
+  local stage=$1 start status=0 alive
   shift
   start=$(date +%s)
+  ( while kill -0 $$ 2>/dev/null; do echo "$stage $start $(date +%s)" > "$beat.tmp" && mv "$beat.tmp" "$beat"
+    sleep 30; done ) &  # stops with this script
+  alive=$!
   "$@" || status=$?
-  printf '{"dataset": "%s", "seed": %s, "stage": "%s", "preset": "%s", "started": "%s", "seconds": %s, "exit": %s, "cores": %s}\n' \
-    "$dataset" "$seed" "$stage" "$preset" "$(date -u -d "@$start" +%FT%TZ)" "$(($(date +%s) - start))" "$status" \
-    "$(nproc)" >> "$out/unit-times.jsonl"
+  kill "$alive" 2>/dev/null || true
+  wait "$alive" 2>/dev/null || true
+  rm -f "$beat"
+  record "$stage" "$start" "$(($(date +%s) - start))" "$status"
   return $status
 }
 

@@ -3,7 +3,8 @@
     python results/study-100k/tables.py            # prints all three tables
 
 - Time per unit: the wall seconds of each stage of each unit (`unit-times.jsonl`, written by
-  run_unit.sh; a stage that ran in several calls is summed over them) and the unit's total.
+  run_unit.sh; a stage that ran in several calls, one of them interrupted, is summed over them)
+  and the unit's total.
 - Online step rate: each arm's online environment steps per second (updates, acting and
   evaluations; summary.json's `online_steps_per_s`), mean over the seeds in `runs/`.
 - The split at three points of one StratDiff-IQL run per dataset (`agreement/`): the share of
@@ -42,19 +43,21 @@ def hours(seconds: float) -> str:
 def unit_times(path: Path) -> list[str]:
     """A row per (dataset, seed): each stage's wall time, the similarity measurements, the total."""
     spent: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    failed: set[tuple[str, int]] = set()
+    notes: dict[tuple[str, int], set[str]] = defaultdict(set)
     for line in path.read_text().splitlines() if path.exists() else []:
         entry = json.loads(line)
         key = (entry["dataset"], int(entry["seed"]))
         stage = entry["stage"] if entry["stage"] in STAGES else "similarity"
         spent[key][stage] += entry["seconds"]
-        if entry["exit"] != 0:
-            failed.add(key)
+        if str(entry["exit"]) == "interrupted":
+            notes[key].add("interrupted and resumed (includes redoing the steps since the last checkpoint)")
+        elif str(entry["exit"]) != "0":
+            notes[key].add("a stage exited with an error")
     head = ["dataset", "seed", *STAGES, "similarity", "unit", "note"]
     out = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 3) + "---|"]
     for (dataset, seed), stages in spent.items():
         cells = [f"{stages[s] / 60:.0f} min" if s in stages else "–" for s in [*STAGES, "similarity"]]
-        note = "a stage exited with an error or was resumed" if (dataset, seed) in failed else ""
+        note = "; ".join(sorted(notes[(dataset, seed)]))
         out.append(f"| {dataset} | {seed} | " + " | ".join(cells) + f" | {hours(sum(stages.values()))} | {note} |")
     return out
 
