@@ -10,8 +10,8 @@
 # It builds DATASET first where it is missing. For seed 0 (SNAPSHOT_SEEDS) it copies the
 # StratDiff-IQL run at the start, middle and end of its online phase and measures the split
 # there (`stratdiff diffusion similarity`, into OUT/agreement/). Each stage's wall time is
-# appended to OUT/unit-times.jsonl ("exit": the command's status, or "interrupted" for a stage
-# whose call was killed outright, timed from a heartbeat file). The light files of finished runs go to OUT/runs and the
+# appended to OUT/unit-times.jsonl when the unit has finished ("exit": the command's status, or
+# "interrupted" for a stage whose call was killed outright, timed from a heartbeat file). The light files of finished runs go to OUT/runs and the
 # report to OUT/report (results/collect.sh). Run it again after an interruption: every run
 # resumes from its last checkpoint, and finished runs are skipped.
 set -euo pipefail
@@ -27,9 +27,13 @@ snapshot_seeds=${SNAPSHOT_SEEDS:-0}
 bin=.venv/bin
 mkdir -p "$out"
 
-record() {  # record STAGE START SECONDS EXIT: append a stage's wall time to unit-times.jsonl
+# A unit's stage times wait beside its runs (RUNS/.unit-times-DATASET-seedSEED.jsonl), so that
+# they are lost with the runs if these are, and join OUT/unit-times.jsonl when the unit finishes.
+times=$runs/.unit-times-$dataset-seed$seed.jsonl
+
+record() {  # record STAGE START SECONDS EXIT: append a stage's wall time to the unit's times
   printf '{"dataset": "%s", "seed": %s, "stage": "%s", "preset": "%s", "started": "%s", "seconds": %s, "exit": "%s", "cores": %s}\n' \
-    "$dataset" "$seed" "$1" "$preset" "$(date -u -d "@$2" +%FT%TZ)" "$3" "$4" "$(nproc)" >> "$out/unit-times.jsonl"
+    "$dataset" "$seed" "$1" "$preset" "$(date -u -d "@$2" +%FT%TZ)" "$3" "$4" "$(nproc)" >> "$times"
 }
 
 # A call killed outright (the machine taken away) cannot record its stage's time, so a heartbeat
@@ -96,4 +100,6 @@ if [ -n "$watcher" ]; then
     fi
   done
 fi
+cat "$times" >> "$out/unit-times.jsonl"
+rm -f "$times"
 results/collect.sh "$runs" "$out"
