@@ -56,8 +56,9 @@ from stratdiff.experiments import health, rliable_stats
 from stratdiff.experiments.figures import COLORS, plot_curves
 from stratdiff.experiments.runs import (KIND_TITLES, KINDS, Column, ReportError, Run, backbone_of, comparisons,
                                         dedupe, find_runs, fmt_value, group_columns, is_control, main_columns)
-from stratdiff.experiments.tables import (PER_SEED_HEADER, ablation_groups, fmt_number, online_mean_table,
-                                          per_seed_rows, render_iqm_table, render_mean_table, score_table)
+from stratdiff.experiments.tables import (PER_SEED_HEADER, ablation_groups, fmt_number, online_mean_cells,
+                                          per_seed_rows, render_iqm_table, render_mean_table,
+                                          render_online_mean_table, score_table)
 
 __all__ = ["ReportError", "write_report"]
 
@@ -197,17 +198,20 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
     exchange_caption = ("`strat/exchange` (samples per update batch whose stratum differs from their buffer), "
                         "averaged over a run's online phase and over the logging windows ending in its last 20% "
                         "of online steps, mean ± std over seeds.")
-    exchange = online_mean_table(groups, "strat/exchange", 0.2, caption=exchange_caption)
+    exchange = online_mean_cells(groups, "strat/exchange", 0.2)
     exchange_md = ""
-    if exchange is not None:
-        exchange_md, numbers["exchange"] = exchange
+    if exchange:
+        exchange_md = render_online_mean_table(exchange, 0.2, caption=exchange_caption)
         (out / "table_exchange.md").write_text(exchange_md)
-        (out / "table_exchange.tex").write_text(online_mean_table(groups, "strat/exchange", 0.2, latex=True,
-                                                                  caption=exchange_caption)[0])
+        (out / "table_exchange.tex").write_text(render_online_mean_table(exchange, 0.2, latex=True,
+                                                                         caption=exchange_caption))
+        numbers["exchange"] = {f"{ds} | {label}": {"seeds": c["seeds"], "online": c["online"], "last 20%": c["last"]}
+                               for (_, ds, label), c in exchange.items()}
 
     # Ablations (Tables 5-8, Figures 7, 8, 10).
     ablations = ablation_groups(groups)
     ablation_parts = []
+    main_labels = {(m.algo, m.variant, m.scale): m.label for m in main}
     for key, cols in ablations.items():
         slug = _slug(key.split(".")[-1])
         table = score_table(f"Ablation: {key}", cols, f"Ablation of `{key}`: normalised score after the "
@@ -226,7 +230,6 @@ def write_report(root: str | Path, out: str | Path | None = None, reps: int = 20
         ex_name = f"ablation_{slug}_exchange.png"
         has_ex = plot_curves(sub, "strat/exchange", figs / ex_name, f"Exchanged samples per batch, ablation of "
                              f"{key} (mean ± std over seeds)", "exchanged samples", ab_colors)
-        main_labels = {(m.algo, m.variant, m.scale): m.label for m in main}
         controls = [main_labels[k] for k in ((c.algo, c.variant, c.scale) for c in cols)
                     if is_control(k[1]) and k in main_labels]
         ablation_parts.append((key, slug, render_mean_table(table),

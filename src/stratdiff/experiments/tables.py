@@ -253,43 +253,38 @@ def per_seed_rows(groups: dict[Column, list[Run]]) -> list[tuple[str, str, int, 
     return [(ds, label, seed, final, last3) for _, ds, _, label, seed, final, last3 in rows]
 
 
-def online_mean_table(groups: dict[Column, list[Run]], column: str, last_fraction: float,
-                      latex: bool = False, caption: str = "") -> tuple[str, dict[str, dict[str, Any]]] | None:
-    """A row per dataset and table column whose runs logged `column` online: its mean over the
-    online phase and over the last `last_fraction` of online steps, mean ± std over seeds.
-    Returns the rendered table and its numbers ({"dataset | column": {...}}), or None when no
-    run logged it."""
-    body, numbers = [], {}
-    per_ds: dict[tuple[str, str], list[tuple[Column, list[Run]]]] = defaultdict(list)
+def online_mean_cells(groups: dict[Column, list[Run]], column: str,
+                      last_fraction: float) -> dict[tuple[str, str, str], dict[str, list]]:
+    """{(task kind, dataset, column label): {"seeds", "online", "last"}} for each dataset and
+    table column whose runs logged `column` online: each run's mean of it over the online phase
+    and over the last `last_fraction` of online steps, in seed order; ordered by task kind and
+    dataset, then column. Empty when no run logged it."""
+    cells: dict[tuple[str, str, str], dict[str, list]] = {}
     for col, runs in groups.items():
-        by_ds: dict[tuple[str, str], list[Run]] = defaultdict(list)
         for r in sorted(runs, key=lambda r: r.seed):
             if r.online_series(column)[0].size:
-                by_ds[(r.kind, r.dataset)].append(r)
-        for key, rs in by_ds.items():
-            per_ds[key].append((col, rs))
-    if not per_ds:
-        return None
-    pm = r" $\pm$ " if latex else " ± "
+                cell = cells.setdefault((r.kind, r.dataset, col.label), {"seeds": [], "online": [], "last": []})
+                cell["seeds"].append(r.seed)
+                cell["online"].append(r.online_mean(column))
+                cell["last"].append(r.online_mean(column, last_fraction))
+    order = {label: i for i, label in enumerate(c.label for c in groups)}
+    return dict(sorted(cells.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1], order[kv[0][2]])))
+
+
+def render_online_mean_table(cells: dict[tuple[str, str, str], dict[str, list]], last_fraction: float,
+                             latex: bool = False, caption: str = "") -> str:
+    """`online_mean_cells` as a table: a row per dataset and column, mean ± std over seeds of
+    the whole online phase's and the last part's means, and the number of seeds."""
     esc = _latex_escape if latex else str
 
     def text(values: list[float]) -> str:
-        values = [v for v in values if math.isfinite(v)]
-        if not values:
-            return "--" if latex else "–"
-        mean, std = stats.mean_std(values)
-        return fmt_number(mean) + (pm + fmt_number(std) if math.isfinite(std) else "")
+        return _mean_cell({"scores": [v for v in values if math.isfinite(v)]}, 0, latex)[0]
 
-    rules, last_ds = [], None
-    for (kind, ds), cols in sorted(per_ds.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1])):
-        if last_ds is not None:
+    body, rules, last_ds = [], [], None
+    for (_, ds, label), cell in cells.items():
+        if last_ds is not None and ds != last_ds:
             rules.append(len(body))
         last_ds = ds
-        for col, rs in cols:
-            whole = [r.online_mean(column) for r in rs]
-            last = [r.online_mean(column, last_fraction) for r in rs]
-            body.append([esc(ds), esc(col.label), text(whole), text(last), str(len(rs))])
-            numbers[f"{ds} | {col.label}"] = {"seeds": [r.seed for r in rs], "online": whole,
-                                              f"last {round(last_fraction * 100)}%": last}
+        body.append([esc(ds), esc(label), text(cell["online"]), text(cell["last"]), str(len(cell["seeds"]))])
     header = ["dataset", "method", "online phase", f"last {round(last_fraction * 100)}% of online steps", "seeds"]
-    return _render(header, body, latex, caption, rules, text_columns=2), numbers
+    return _render(header, body, latex, caption, rules, text_columns=2)
